@@ -1,0 +1,359 @@
+"""Save and load elastic-MAE checkpoints: ours (with metadata) and the original code's formats (spec §6).
+
+One entry point, :func:`load_model`, takes any of:
+
+* our checkpoint: ``{"format": "adaglimpse-env/elastic-mae", "format_version", "config", "task",
+  "state_dict", "metadata"}``; loads with no extra arguments;
+* an original trained AdaGlimpse Lightning checkpoint: ``{"state_dict": {"mae._orig_mod.<name>": ...,
+  "actor_critic.*": ...}, ...}`` (spec §6.2); only the ``mae.`` part is read here;
+* an original MAE / DeiT-style file ``{"model": state_dict}`` or a bare MAE state dict, with or without the
+  ``_orig_mod.`` prefix that ``torch.compile`` adds (spec §6.1, §6.3).
+
+Our parameter names are the original's, so mapping a foreign file is stripping its prefixes. Everything is read
+with ``torch.load(weights_only=True)``: a file holding pickled code is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaglimpse_env.models.heads import TASKS
+from adaglimpse_env.models.hub import resolve_checkpoint_path
+from adaglimpse_env.models.mae import ElasticMAE, MAEConfig
+
+CHECKPOINT_FORMAT = "adaglimpse-env/elastic-mae"
+CHECKPOINT_FORMAT_VERSION = 1
+
+#: Attention heads of the original sizes, by width (spec §2.1): heads cannot be read off tensor shapes.
+HEADS_BY_EMBED_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}
+#: Every original factory uses 16 decoder heads (spec §2.1).
+ORIGINAL_DECODER_HEADS = 16
+#: Fixed sin-cos buffers: recomputed identically, so a file may omit them (the original deletes ``pos_embed``).
+RECOMPUTED_BUFFERS = ("pos_embed", "decoder_pos_embed")
+
+_PREFIXES = ("_orig_mod.", "module.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable, of another format, or does not fit the requested model."""
+
+
+@dataclass
+class LoadedModel:
+    """A model restored from a checkpoint.
+
+    Attributes:
+        model: the :class:`ElasticMAE`, in eval mode, on the requested device.
+        task: the task the checkpoint is for.
+        source_format: ``"adaglimpse-env"``, ``"lightning"``, ``"model-dict"`` or ``"state-dict"``.
+        metadata: free-form metadata stored with our checkpoints (training command, step, ...).
+    """
+
+    model: ElasticMAE
+    task: str
+    source_format: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that say what went wrong.
+
+    Raises:
+        CheckpointError: the file holds pickled code or objects (refused), or is truncated / not a checkpoint.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found:
+            raise CheckpointError(
+                f"Checkpoint '{path}' contains pickled Python objects ({found.group(1)}) that weights-only "
+                f"loading refuses, so nothing in it was run. Checkpoints must hold only tensors and plain data; "
+                f"if you trust the file, re-save its state dict with torch.save(state_dict, path)."
+            ) from error
+        raise _corrupt(path, error) from error
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
+        raise _corrupt(path, error) from error
+
+
+def _first_line(error: BaseException, limit: int) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__
+
+
+def _corrupt(path: str | os.PathLike[str], error: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint '{path}' could not be read: it is truncated, corrupt or not a PyTorch checkpoint "
+        f"({type(error).__name__}: {_first_line(error, 200)}). Re-download or re-create it."
+    )
+
+
+def _strip_prefixes(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    stripped = {}
+    for key, value in state_dict.items():
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        stripped[key] = value
+    return stripped
+
+
+def extract_mae_state_dict(raw: Any) -> tuple[dict[str, torch.Tensor], str]:
+    """Our-named MAE state dict from any supported checkpoint layout.
+
+    Args:
+        raw: what :func:`safe_torch_load` returned.
+
+    Returns:
+        ``(state_dict, source_format)``.
+
+    Raises:
+        CheckpointError: an unrecognised layout.
+    """
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"A checkpoint requires a dict at top level, got {type(raw).__name__}")
+    if raw.get("format") == CHECKPOINT_FORMAT:
+        return dict(raw["state_dict"]), "adaglimpse-env"
+    if "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
+        inner = raw["state_dict"]
+        mae = {k[len("mae.") :]: v for k, v in inner.items() if k.startswith("mae.")}
+        if not mae:
+            sample = ", ".join(list(inner)[:5])
+            raise CheckpointError(
+                f"A Lightning checkpoint requires MAE weights under 'mae.' (spec §6.2), got keys like {sample}"
+            )
+        return _strip_prefixes(mae), "lightning"
+    if "model" in raw and isinstance(raw["model"], Mapping):
+        return _strip_prefixes(raw["model"]), "model-dict"
+    if raw and all(isinstance(v, torch.Tensor) for v in raw.values()):
+        return _strip_prefixes(raw), "state-dict"
+    raise CheckpointError(
+        f"Unrecognised checkpoint layout with top-level keys {sorted(map(str, raw))[:10]}: expected our format, "
+        f"a Lightning checkpoint ('state_dict'), a {{'model': state_dict}} file, or a bare state dict"
+    )
+
+
+def _count_blocks(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
+    indices = {int(m.group(1)) for key in state_dict if (m := pattern.match(key))}
+    return max(indices) + 1 if indices else 0
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], **overrides: Any) -> MAEConfig:
+    """Read an :class:`MAEConfig` off the tensor shapes of a foreign (original-format) state dict.
+
+    Head counts cannot be read from shapes: they come from :data:`HEADS_BY_EMBED_DIM` and the original's 16
+    decoder heads, unless given in ``overrides``.
+
+    Raises:
+        CheckpointError: the dict is not an MAE, or its width has no known head count.
+    """
+    required = ("cls_token", "patch_embed.proj.weight", "head.weight")
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise CheckpointError(
+            f"An elastic-MAE state dict requires {list(required)}, missing {missing}; "
+            f"got keys like {list(state_dict)[:6]}"
+        )
+    embed_dim = state_dict["cls_token"].shape[-1]
+    proj = state_dict["patch_embed.proj.weight"]
+    values: dict[str, Any] = {
+        "embed_dim": embed_dim,
+        "depth": _count_blocks(state_dict, "blocks"),
+        "patch_size": proj.shape[-1],
+        "in_chans": proj.shape[1],
+        "num_classes": state_dict["head.weight"].shape[0],
+        "decoder_type": "none",
+    }
+    if "pos_embed" in state_dict:
+        side = round(state_dict["pos_embed"].shape[1] ** 0.5)
+        if side * side == state_dict["pos_embed"].shape[1]:
+            values["img_size"] = (side * proj.shape[-1],) * 2
+    if "num_heads" not in overrides:
+        if embed_dim not in HEADS_BY_EMBED_DIM:
+            raise CheckpointError(
+                f"Cannot infer num_heads for embed_dim={embed_dim} (known: {HEADS_BY_EMBED_DIM}); "
+                f"pass num_heads=... explicitly"
+            )
+        values["num_heads"] = HEADS_BY_EMBED_DIM[embed_dim]
+    if "mask_token" in state_dict:
+        values["decoder_embed_dim"] = state_dict["mask_token"].shape[-1]
+        values["decoder_depth"] = _count_blocks(state_dict, "decoder_blocks")
+        values["decoder_num_heads"] = ORIGINAL_DECODER_HEADS
+        if "decoder_pred.weight" in state_dict:
+            values["decoder_type"] = "standard"
+            values["out_chans"] = state_dict["decoder_pred.weight"].shape[0] // values["patch_size"] ** 2
+        else:
+            segment_keys = sorted(k for k in state_dict if k.startswith("decoder_segment.conv_head."))
+            if not segment_keys:
+                raise CheckpointError(
+                    "A state dict with a decoder requires 'decoder_pred.*' or 'decoder_segment.*' keys, got neither"
+                )
+            last_conv = max(segment_keys, key=lambda k: int(k.split(".")[2]))
+            values["decoder_type"] = "segment"
+            values["out_chans"] = state_dict[last_conv].shape[0]
+    values.update(overrides)
+    return MAEConfig(**values)
+
+
+def task_for_decoder(decoder_type: str) -> str:
+    """The task an original checkpoint was trained for, from its decoder (spec §6.3 variants)."""
+    return {"standard": "reconstruction", "segment": "segmentation", "none": "classification"}[decoder_type]
+
+
+def _check_task(task: str, config: MAEConfig, source: str) -> None:
+    if task not in TASKS:
+        raise CheckpointError(f"task must be one of {list(TASKS)}, got {task!r}")
+    needed = {"reconstruction": "standard", "segmentation": "segment"}.get(task)
+    if needed and config.decoder_type != needed:
+        raise CheckpointError(
+            f"task={task!r} requires a checkpoint with decoder_type={needed!r}, but '{source}' has "
+            f"decoder_type={config.decoder_type!r} (a {task_for_decoder(config.decoder_type)} model)"
+        )
+
+
+def load_state_dict_checked(model: ElasticMAE, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
+    """Load a state dict with nothing missing, nothing unexpected and every shape equal, or explain why not.
+
+    The fixed sin-cos buffers (:data:`RECOMPUTED_BUFFERS`) may be absent: the model recomputes them.
+
+    Raises:
+        CheckpointError: listing the offending keys with the expected and the found shapes.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and k not in RECOMPUTED_BUFFERS]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: expected {tuple(expected[k].shape)}, got {tuple(state_dict[k].shape)}"
+        for k in state_dict
+        if k in expected and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"Checkpoint {source!r} does not fit the model {model.config}:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                lines.append(f"  {title}: {shown}")
+        lines.append("Check the model size and task, or load the file with load_model() to infer them.")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(dict(state_dict), strict=False)
+
+
+# ------------------------------------------------------------------------------------------------------ public
+def load_model(
+    source: str | os.PathLike[str],
+    task: str | None = None,
+    device: str | torch.device = "cpu",
+    local_files_only: bool = False,
+    **config_overrides: Any,
+) -> LoadedModel:
+    """Load an elastic MAE from any supported checkpoint (path or ``hf-hub:`` name).
+
+    Args:
+        source: file path or ``hf-hub:<owner>/<repo>/<file>``.
+        task: expected task; checked against the checkpoint (ours) or its decoder (original formats). None takes
+            the checkpoint's own.
+        device: where to put the model.
+        local_files_only: never contact the hub.
+        **config_overrides: :class:`MAEConfig` fields for original files whose heads or image size differ from
+            the defaults (e.g. ``num_heads=3``). Ignored for our checkpoints, which carry their config.
+
+    Returns:
+        A :class:`LoadedModel` in eval mode.
+
+    Raises:
+        CheckpointNotFoundError: the file cannot be found or downloaded.
+        CheckpointError: unreadable, unsafe, or not matching the requested task/architecture.
+    """
+    path = resolve_checkpoint_path(source, local_files_only=local_files_only)
+    raw = safe_torch_load(path)
+    state_dict, source_format = extract_mae_state_dict(raw)
+    metadata: dict[str, Any] = {}
+    if source_format == "adaglimpse-env":
+        version = raw.get("format_version")
+        if version != CHECKPOINT_FORMAT_VERSION:
+            raise CheckpointError(
+                f"Checkpoint '{path}' has format_version {version}; this version of adaglimpse-env reads "
+                f"version {CHECKPOINT_FORMAT_VERSION}. Upgrade the package or re-export the checkpoint."
+            )
+        config = MAEConfig.from_dict(raw["config"])
+        checkpoint_task = raw["task"]
+        metadata = dict(raw.get("metadata", {}))
+        if task is not None and task != checkpoint_task:
+            raise CheckpointError(
+                f"task={task!r} requested, but checkpoint '{path}' was trained for task={checkpoint_task!r}"
+            )
+        task = checkpoint_task
+    else:
+        try:
+            config = infer_config(state_dict, **config_overrides)
+        except (TypeError, ValueError) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise CheckpointError(f"Checkpoint '{path}': {error}") from error
+        task = task or task_for_decoder(config.decoder_type)
+    _check_task(task, config, str(path))
+    model = ElasticMAE(config)
+    load_state_dict_checked(model, state_dict, str(path))
+    return LoadedModel(model.to(device).eval(), task, source_format, metadata)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: ElasticMAE,
+    task: str,
+    metadata: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write our checkpoint format (atomically), loadable by :func:`load_model` with no other arguments.
+
+    Args:
+        path: destination file.
+        model: the model.
+        task: its task.
+        metadata: plain data (str, numbers, lists, dicts) to keep with it, e.g. the command that trained it.
+        dtype: store floating tensors in this dtype (e.g. ``torch.float16`` to halve the size); they are loaded
+            back into the model's float32 parameters.
+    """
+    _check_task(task, model.config, str(path))
+    state_dict = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "config": model.config.to_dict(),
+            "task": task,
+            "state_dict": state_dict,
+            "metadata": dict(metadata or {}),
+        },
+        path,
+    )

@@ -1,0 +1,70 @@
+"""Model factories by size, timm style: ``create_model("base", task="reconstruction")``.
+
+Sizes small/base/large are the original's (spec §2.1); tiny is ours, for CPUs and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from adaglimpse_env.models.heads import TASKS, create_task_head
+from adaglimpse_env.models.mae import ElasticMAE, MAEConfig
+
+#: Encoder/decoder sizes: (embed_dim, depth, num_heads, decoder_embed_dim, decoder_depth, decoder_num_heads).
+MODEL_SIZES: dict[str, MAEConfig] = {
+    "tiny": MAEConfig(
+        embed_dim=192, depth=12, num_heads=3, decoder_embed_dim=128, decoder_depth=4, decoder_num_heads=8
+    ),
+    "small": MAEConfig(
+        embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=256, decoder_depth=8, decoder_num_heads=16
+    ),
+    "base": MAEConfig(
+        embed_dim=768, depth=12, num_heads=12, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16
+    ),
+    "large": MAEConfig(
+        embed_dim=1024, depth=24, num_heads=16, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16
+    ),
+}
+
+#: Segmentation classes of ADE20K, the original's segmentation dataset (spec §4).
+DEFAULT_SEGMENTATION_CLASSES = 150
+
+
+def model_config(
+    size: str = "base",
+    task: str = "reconstruction",
+    num_segmentation_classes: int | None = None,
+    **overrides: Any,
+) -> MAEConfig:
+    """The :class:`MAEConfig` of a named size with the decoder a task needs.
+
+    Args:
+        size: one of :data:`MODEL_SIZES`.
+        task: ``reconstruction`` (pixel decoder), ``classification`` (no decoder) or ``segmentation``.
+        num_segmentation_classes: decoder output classes for segmentation (default 150).
+        **overrides: any :class:`MAEConfig` field, e.g. ``depth=2`` for a test model.
+
+    Raises:
+        ValueError: for an unknown size or task.
+    """
+    if size not in MODEL_SIZES:
+        raise ValueError(f"model size must be one of {list(MODEL_SIZES)}, got {size!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    decoder_type = create_task_head(task).decoder_type
+    out_chans = 3
+    if task == "segmentation":
+        out_chans = num_segmentation_classes or DEFAULT_SEGMENTATION_CLASSES
+    config = replace(MODEL_SIZES[size], decoder_type=decoder_type, out_chans=out_chans)  # type: ignore[arg-type]
+    return replace(config, **overrides) if overrides else config
+
+
+def create_model(
+    size: str = "base",
+    task: str = "reconstruction",
+    num_segmentation_classes: int | None = None,
+    **overrides: Any,
+) -> ElasticMAE:
+    """A randomly initialised :class:`ElasticMAE`; see :func:`model_config` for the arguments."""
+    return ElasticMAE(model_config(size, task, num_segmentation_classes, **overrides))

@@ -1,0 +1,175 @@
+"""Task heads: turn the encoder latent into a prediction, a per-image score, a training loss and a metric.
+
+Spec §3.5 (scores) and §5 (metrics). The score is what the reward is built from; higher is better:
+
+============== ============================================== =====================================
+task           score (per image)                              metric
+============== ============================================== =====================================
+reconstruction ``-RMSE`` in 0-255 pixel units                 RMSE (global, over all pixels)
+classification true-class probability if the label is known,  top-1 accuracy
+               otherwise the max probability
+segmentation   ``-cross-entropy`` (ignore index 255 counted   mIoU, pixel accuracy, mean pixel acc.
+               in the denominator, as the original)
+============== ============================================== =====================================
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+
+from adaglimpse_env.models.mae import ElasticMAE
+from adaglimpse_env.normalization import to_pixels
+
+TaskName = Literal["reconstruction", "classification", "segmentation"]
+TASKS: tuple[TaskName, ...] = ("reconstruction", "classification", "segmentation")
+IGNORE_INDEX = 255
+"""Segmentation label of unlabelled pixels (spec §4)."""
+
+
+class TaskHead(ABC):
+    """One task's view of the frozen model. Stateless: metrics live in :mod:`adaglimpse_env.metrics`."""
+
+    name: ClassVar[TaskName]
+    decoder_type: ClassVar[str]
+    """The :class:`~adaglimpse_env.models.mae.MAEConfig` decoder type the task needs."""
+
+    @abstractmethod
+    def predict(self, model: ElasticMAE, latent: torch.Tensor) -> torch.Tensor:
+        """Task output from the latent ``(B, 1 + n, D)``."""
+
+    @abstractmethod
+    def score(
+        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Per-image score ``(B,)`` float32, higher is better."""
+
+    @abstractmethod
+    def loss(
+        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Training loss (scalar), as the original computes it."""
+
+
+class ReconstructionHead(TaskHead):
+    """Reconstruct the whole image with the MAE decoder."""
+
+    name = "reconstruction"
+    decoder_type = "standard"
+
+    def predict(self, model: ElasticMAE, latent: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + n, D)`` -> ``(B, G, p*p*3)`` normalised-pixel patches."""
+        return model.forward_decoder(latent)
+
+    @staticmethod
+    def squared_error(model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Per-image sum of squared errors on the 0-255 scale, ``(B,)`` (for global RMSE accumulation)."""
+        error = to_pixels(model.unpatchify(prediction).float()) - to_pixels(images.float())
+        return error.square().flatten(1).sum(dim=1)
+
+    def score(
+        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``-RMSE`` per image in 0-255 units (spec §3.5)."""
+        count = images[0].numel()
+        return -(self.squared_error(model, prediction, images) / count).sqrt()
+
+    def loss(
+        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Per-image MSE in normalised space, summed over the batch (spec §2.3)."""
+        per_patch = (prediction - model.patchify(images)).square().mean(dim=-1)  # (B, G)
+        return per_patch.sum() / per_patch.shape[1]
+
+    def reconstruct(self, model: ElasticMAE, prediction: torch.Tensor) -> torch.Tensor:
+        """Prediction as a normalised image ``(B, 3, H, W)``."""
+        return model.unpatchify(prediction)
+
+
+class ClassificationHead(TaskHead):
+    """Classify from the cls token."""
+
+    name = "classification"
+    decoder_type = "none"
+
+    def predict(self, model: ElasticMAE, latent: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + n, D)`` -> ``(B, num_classes)`` logits."""
+        return model.forward_head(latent)
+
+    def score(
+        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """True-class probability where the label is known (``>= 0``), max probability elsewhere.
+
+        Args:
+            target: ``(B,)`` int64 labels, ``-1`` (or None for all) where unknown.
+        """
+        probabilities = prediction.float().softmax(dim=-1)
+        best = probabilities.max(dim=-1).values
+        if target is None:
+            return best
+        known = target >= 0
+        true_class = probabilities.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
+        return torch.where(known, true_class, best)
+
+    def loss(
+        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Cross-entropy with the labels."""
+        if target is None:
+            raise ValueError("ClassificationHead.loss requires labels (B,), got None")
+        return F.cross_entropy(prediction.float(), target)
+
+
+class SegmentationHead(TaskHead):
+    """Per-pixel classes from the decoder's up-sampling head."""
+
+    name = "segmentation"
+    decoder_type = "segment"
+
+    def predict(self, model: ElasticMAE, latent: torch.Tensor) -> torch.Tensor:
+        """``(B, 1 + n, D)`` -> ``(B, C, H, W)`` logits."""
+        return model.forward_decoder(latent)
+
+    @staticmethod
+    def pixel_cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-image mean cross-entropy ``(B,)``; ignored pixels add 0 but count in the mean (spec §3.5)."""
+        loss = F.cross_entropy(prediction.float(), target, reduction="none", ignore_index=IGNORE_INDEX)
+        return loss.flatten(1).mean(dim=1)
+
+    def score(
+        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``-cross-entropy`` per image; needs the mask ``(B, H, W)`` int64."""
+        if target is None:
+            raise ValueError("SegmentationHead.score requires a target mask (B, H, W), got None")
+        return -self.pixel_cross_entropy(prediction, target)
+
+    def loss(
+        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Mean over the batch of the per-image cross-entropy."""
+        if target is None:
+            raise ValueError("SegmentationHead.loss requires a target mask (B, H, W), got None")
+        return self.pixel_cross_entropy(prediction, target).mean()
+
+
+_HEADS: dict[str, type[TaskHead]] = {
+    "reconstruction": ReconstructionHead,
+    "classification": ClassificationHead,
+    "segmentation": SegmentationHead,
+}
+
+
+def create_task_head(task: str) -> TaskHead:
+    """The head of a task by name.
+
+    Raises:
+        ValueError: for an unknown task.
+    """
+    if task not in _HEADS:
+        raise ValueError(f"task must be one of {list(_HEADS)}, got {task!r}")
+    return _HEADS[task]()

@@ -1,0 +1,438 @@
+"""The elastic MAE: a ViT encoder over tokens of arbitrary pixel boxes, with an MAE decoder and task heads.
+
+Spec §2. Module and parameter names equal the original's (spec §6.3), so an original state dict loads with
+nothing but its prefix stripped (see :mod:`adaglimpse_env.models.checkpoint`).
+
+Stages, as in timm and MAE:
+
+* :meth:`ElasticMAE.forward_encoder`: patches + boxes -> latent ``(B, 1 + n, D)`` (cls first);
+* :meth:`ElasticMAE.forward_decoder`: latent -> pixel patches ``(B, G, p*p*3)`` or segmentation logits;
+* :meth:`ElasticMAE.forward_head`: latent -> class logits ``(B, num_classes)``;
+* :func:`attention_rollout`: the encoder's attention maps -> token importance ``(B, n, 1)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp
+from torch import nn
+
+from adaglimpse_env.models.pos_embed import box_sincos_embed, decoder_sincos_embed, grid_sincos_embed
+
+DecoderType = Literal["standard", "segment", "none"]
+
+PAD_LOGIT = -1e8
+"""Added to the attention logits of empty token slots (spec §2.1)."""
+
+
+@dataclass(frozen=True)
+class MAEConfig:
+    """Architecture of an :class:`ElasticMAE`; stored in our checkpoints so they load with no arguments.
+
+    Attributes:
+        img_size: ``(H, W)`` of the images the decoder reconstructs; multiples of ``patch_size``.
+        patch_size: native patch side (16).
+        in_chans: image channels.
+        out_chans: decoder output channels: 3 for reconstruction, the class count for segmentation.
+        embed_dim: encoder width ``D``.
+        depth: encoder blocks.
+        num_heads: encoder attention heads.
+        decoder_embed_dim: decoder width ``Dd``.
+        decoder_depth: decoder blocks.
+        decoder_num_heads: decoder attention heads.
+        mlp_ratio: MLP hidden size as a multiple of the width.
+        decoder_type: ``"standard"`` (pixel prediction), ``"segment"`` (up-sampling conv head) or ``"none"``.
+        num_classes: outputs of the classifier head on the cls token (the original always has 1000).
+    """
+
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: int = 16
+    in_chans: int = 3
+    out_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    mlp_ratio: float = 4.0
+    decoder_type: DecoderType = "standard"
+    num_classes: int = 1000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "img_size", tuple(self.img_size))
+        if any(s % self.patch_size for s in self.img_size):
+            raise ValueError(
+                f"MAEConfig requires img_size divisible by patch_size={self.patch_size}, got {self.img_size}"
+            )
+        if self.embed_dim % self.num_heads or self.embed_dim % 8:
+            raise ValueError(
+                f"MAEConfig requires embed_dim divisible by num_heads and by 8, got embed_dim={self.embed_dim}, "
+                f"num_heads={self.num_heads}"
+            )
+        if self.decoder_type not in ("standard", "segment", "none"):
+            raise ValueError(
+                f"MAEConfig requires decoder_type in ('standard', 'segment', 'none'), got {self.decoder_type!r}"
+            )
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the native patch grid."""
+        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, safe for ``torch.load(weights_only=True)``."""
+        data = asdict(self)
+        data["img_size"] = list(self.img_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MAEConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error so a newer format is not misread."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"MAEConfig got unknown fields {sorted(unknown)}; is the checkpoint from a newer version?")
+        return cls(**{**data, "img_size": tuple(data.get("img_size", (224, 224)))})
+
+
+@dataclass
+class EncoderOutput:
+    """What one encoder pass produces.
+
+    Attributes:
+        latent: ``(B, 1 + n, D)`` final-normed tokens, cls first.
+        aux_latent: ``(B, 1 + n, D)`` input of block ``aux_latent_layer`` (not normed), or None (spec §2.4).
+        attentions: per block ``(B, heads, 1 + n, 1 + n)`` softmax attention, when requested.
+    """
+
+    latent: torch.Tensor
+    aux_latent: torch.Tensor | None = None
+    attentions: list[torch.Tensor] = field(default_factory=list)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention whose padded tokens are masked as keys only (spec §2.1).
+
+    Args:
+        dim: token width.
+        num_heads: attention heads.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, return_attention: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend.
+
+        Args:
+            x: ``(B, T, dim)``, token 0 is the cls token.
+            pad_mask: ``(B, T - 1, 1)`` float or bool, 1 = empty slot; only keys ``1:`` are masked, the cls key
+                never is, and masked tokens still act as queries (spec §2.1).
+            return_attention: also return the softmax attention ``(B, heads, T, T)``.
+
+        Returns:
+            ``(out (B, T, dim), attention or None)``.
+        """
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
+        bias = None
+        if pad_mask is not None:
+            bias = x.new_zeros(batch, 1, 1, tokens)
+            bias[..., 1:] = pad_mask.reshape(batch, 1, 1, tokens - 1).to(x.dtype) * PAD_LOGIT
+        if return_attention:
+            logits = (q @ k.transpose(-2, -1)) * self.scale
+            if bias is not None:
+                logits = logits + bias
+            attention = logits.softmax(dim=-1)
+            out = attention @ v
+        else:
+            attention = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        out = out.transpose(1, 2).reshape(batch, tokens, dim)
+        return self.proj(out), attention
+
+
+class LayerScaleBlock(nn.Module):
+    """Pre-norm transformer block with per-channel LayerScale, DeiT-III style (spec §2.1).
+
+    ``x = x + gamma_1 * attn(norm1(x)); x = x + gamma_2 * mlp(norm2(x))``.
+
+    Args:
+        dim: token width.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden size as a multiple of ``dim``.
+        init_values: initial LayerScale value.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, init_values: float = 1e-4) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.gamma_1 = nn.Parameter(init_values * torch.ones(dim))
+        self.gamma_2 = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(
+        self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, return_attention: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Apply the block; see :meth:`Attention.forward` for the arguments. Returns ``(x, attention)``."""
+        attended, attention = self.attn(self.norm1(x), pad_mask, return_attention)
+        x = x + self.gamma_1 * attended
+        x = x + self.gamma_2 * self.mlp(self.norm2(x))
+        return x, attention
+
+
+class PatchEmbed(nn.Module):
+    """Linear embedding of native patches (a ``patch_size``-stride conv, named ``proj`` as in timm)."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed patches or a whole image.
+
+        Args:
+            x: ``(B, n, C, p, p)`` patches, or a ``(B, C, H, W)`` image cut into the regular grid.
+
+        Returns:
+            ``(B, n, D)`` tokens (row-major for an image).
+        """
+        if x.ndim == 4:
+            return self.proj(x).flatten(2).transpose(1, 2)
+        batch, num = x.shape[:2]
+        # A p x p conv of stride p on one p x p patch is a matmul; this avoids B*n tiny convolutions.
+        weight = self.proj.weight.reshape(self.proj.out_channels, -1)
+        return F.linear(x.reshape(batch, num, weight.shape[1]), weight, self.proj.bias)
+
+
+class SegmentationUpHead(nn.Module):
+    """Conv up-sampling head from the decoder's token grid to full-resolution logits (spec §2.1).
+
+    Layer indices inside ``conv_head`` match the original's keys (convs at 0, 4, 8, 12, 16, 19).
+
+    Args:
+        num_classes: output channels.
+        in_dim: decoder width.
+        grid_size: ``(rows, cols)`` of the token grid; four x2 up-samplings follow.
+    """
+
+    def __init__(self, num_classes: int, in_dim: int, grid_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.grid_size = grid_size
+        layers: list[nn.Module] = []
+        widths = [in_dim, in_dim, 256, 256, 256, 256]
+        for i in range(5):
+            layers += [
+                nn.Conv2d(widths[i], widths[i + 1], 3, padding=1),
+                nn.BatchNorm2d(widths[i + 1]),
+                nn.GELU(),
+            ]
+            if i < 4:
+                layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+        layers.append(nn.Conv2d(256, num_classes, 1))
+        self.conv_head = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, rows*cols, in_dim)`` -> ``(B, num_classes, 16*rows, 16*cols)`` logits."""
+        batch, _, dim = x.shape
+        x = x.transpose(1, 2).reshape(batch, dim, *self.grid_size)
+        return self.conv_head(x)
+
+
+class ElasticMAE(nn.Module):
+    """ViT encoder over arbitrary-box tokens with MAE decoder and classifier head (spec §2).
+
+    Args:
+        config: the architecture.
+    """
+
+    pos_embed: torch.Tensor
+    decoder_pos_embed: torch.Tensor
+
+    def __init__(self, config: MAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, grid = config.embed_dim, config.grid_size
+        num_grid = grid[0] * grid[1]
+        self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        # Fixed (not learned) buffers; they are in the state dict under the original's names.
+        self.register_buffer("pos_embed", grid_sincos_embed(dim, grid))
+        self.blocks = nn.ModuleList(
+            LayerScaleBlock(dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, config.num_classes)
+
+        if config.decoder_type != "none":
+            ddim = config.decoder_embed_dim
+            self.decoder_embed = nn.Linear(dim, ddim)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, ddim))
+            self.register_buffer("decoder_pos_embed", decoder_sincos_embed(ddim, grid, cls_token=True))
+            self.decoder_blocks = nn.ModuleList(
+                LayerScaleBlock(ddim, config.decoder_num_heads, config.mlp_ratio) for _ in range(config.decoder_depth)
+            )
+            self.decoder_norm = nn.LayerNorm(ddim, eps=1e-6)
+            if config.decoder_type == "standard":
+                self.decoder_pred = nn.Linear(ddim, config.patch_size**2 * config.out_chans)
+            else:
+                self.decoder_segment = SegmentationUpHead(config.out_chans, ddim, grid)
+        self.num_grid_tokens = num_grid
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # spec §2.1 "Init": xavier for Linear and the flattened patch projection, N(0, 0.02) tokens.
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        weight = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=0.02)
+        if self.config.decoder_type != "none":
+            nn.init.normal_(self.mask_token, std=0.02)
+
+    # ------------------------------------------------------------------------------------------------- encoder
+    def forward_encoder(
+        self,
+        patches: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        pad_mask: torch.Tensor | None = None,
+        aux_latent_layer: int | None = None,
+        return_attention: bool = False,
+    ) -> EncoderOutput:
+        """Encode the tokens gathered so far (spec §2.3).
+
+        Args:
+            patches: ``(B, n, C, p, p)`` native patches (``n`` may be 0), or a ``(B, C, H, W)`` image, which is
+                embedded on the regular grid with the fixed grid positional embedding.
+            boxes: ``(B, n, 4)`` pixel boxes ``(y1, x1, y2, x2)`` of the patches; required for patches.
+            pad_mask: ``(B, n, 1)`` 1 = empty slot, masked as attention keys.
+            aux_latent_layer: also return the input of this block (spec §2.4); ignored if ``>= depth``.
+            return_attention: keep every block's attention for :func:`attention_rollout`.
+
+        Returns:
+            The :class:`EncoderOutput`.
+        """
+        x = self.patch_embed(patches)
+        if patches.ndim == 4:
+            pos = self.pos_embed
+        else:
+            if boxes is None:
+                raise ValueError("forward_encoder requires boxes (B, n, 4) when given patches (B, n, C, p, p)")
+            pos = box_sincos_embed(self.config.embed_dim, boxes, self.config.patch_size).to(x.dtype)
+        x = x + pos
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x), dim=1)
+        output = EncoderOutput(latent=x)
+        for i, block in enumerate(self.blocks):
+            if i == aux_latent_layer:
+                output.aux_latent = x
+            x, attention = block(x, pad_mask, return_attention)
+            if attention is not None:
+                output.attentions.append(attention)
+        output.latent = self.norm(x)
+        return output
+
+    # ------------------------------------------------------------------------------------------------- decoder
+    def forward_decoder(self, latent: torch.Tensor) -> torch.Tensor:
+        """Predict the whole image from the encoded tokens (spec §2.3, the ``mask=None`` path).
+
+        Visible tokens get no decoder positional embedding and padded tokens are not masked here, as in the
+        original; the ``G`` grid queries are mask tokens plus the fixed 2-D embedding.
+
+        Args:
+            latent: ``(B, 1 + n, D)``.
+
+        Returns:
+            ``(B, G, p*p*out_chans)`` normalised-pixel patches (``standard``) or ``(B, C, H, W)`` logits
+            (``segment``).
+        """
+        if self.config.decoder_type == "none":
+            raise RuntimeError(
+                "forward_decoder requires a model with a decoder (decoder_type 'standard' or 'segment'), "
+                "got decoder_type='none'; this is a classification-only model"
+            )
+        x = self.decoder_embed(latent)
+        queries = self.mask_token.to(x.dtype) + self.decoder_pos_embed[:, 1:].to(x.dtype)
+        num_visible = x.shape[1]
+        x = torch.cat((x, queries.expand(x.shape[0], -1, -1)), dim=1)
+        for block in self.decoder_blocks:
+            x, _ = block(x)
+        x = self.decoder_norm(x)[:, num_visible:]
+        if self.config.decoder_type == "standard":
+            return self.decoder_pred(x)
+        return self.decoder_segment(x)
+
+    def forward_head(self, latent: torch.Tensor) -> torch.Tensor:
+        """Class logits from the cls token: ``(B, 1 + n, D)`` -> ``(B, num_classes)``."""
+        return self.head(latent[:, 0])
+
+    # ------------------------------------------------------------------------------------------------- pixels
+    def patchify(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, G, p*p*C)`` in MAE's layout (row p, col q, channel fastest)."""
+        p = self.config.patch_size
+        batch, channels, height, width = images.shape
+        x = images.reshape(batch, channels, height // p, p, width // p, p)
+        x = torch.einsum("nchpwq->nhwpqc", x)
+        return x.reshape(batch, (height // p) * (width // p), p * p * channels)
+
+    def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`patchify`: ``(B, G, p*p*C)`` -> ``(B, C, H, W)``."""
+        p = self.config.patch_size
+        rows, cols = self.config.grid_size
+        batch = tokens.shape[0]
+        channels = tokens.shape[-1] // (p * p)
+        x = tokens.reshape(batch, rows, cols, p, p, channels)
+        x = torch.einsum("nhwpqc->nchpwq", x)
+        return x.reshape(batch, channels, rows * p, cols * p)
+
+
+def attention_rollout(attentions: list[torch.Tensor], discard_ratio: float = 0.5) -> torch.Tensor:
+    """Importance of each patch token for the cls token, by attention rollout (spec §2.3).
+
+    Per block: mean over heads, zero the ``int(T*T*discard_ratio)`` smallest entries (never ``[cls, cls]``),
+    add the identity, row-normalise and chain. The cls row over the patch tokens is soft-maxed, so the result
+    sums to one per image.
+
+    Args:
+        attentions: per block ``(B, heads, T, T)`` softmax attention, ``T = 1 + n``.
+        discard_ratio: fraction of entries dropped per block.
+
+    Returns:
+        ``(B, n, 1)`` importance; ``(B, 0, 1)`` when there are no patch tokens.
+    """
+    batch, _, tokens, _ = attentions[0].shape
+    if tokens == 1:
+        return attentions[0].new_ones(batch, 0, 1)
+    eye = torch.eye(tokens, dtype=attentions[0].dtype, device=attentions[0].device)
+    rollout = eye.expand(batch, tokens, tokens)
+    num_discard = int(tokens * tokens * discard_ratio)
+    for attention in attentions:
+        fused = attention.mean(dim=1).reshape(batch, tokens * tokens)
+        if num_discard:
+            index = fused.topk(num_discard, dim=-1, largest=False).indices
+            # Keep entry 0 ([cls, cls]) even when it is among the smallest.
+            kept = torch.where(index == 0, fused.gather(1, index), torch.zeros_like(index, dtype=fused.dtype))
+            fused = fused.scatter(1, index, kept)
+        fused = (fused.reshape(batch, tokens, tokens) + eye) / 2
+        fused = fused / fused.sum(dim=-1, keepdim=True)
+        rollout = fused @ rollout
+    return rollout[:, 0, 1:].softmax(dim=-1).unsqueeze(-1)

@@ -1,0 +1,42 @@
+"""ImageNet normalisation and its inverse to 0-255 pixels (spec §4, §5 ``RevNormalizer``)."""
+
+from __future__ import annotations
+
+import torch
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def _channel_stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=like.dtype, device=like.device).reshape(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=like.dtype, device=like.device).reshape(3, 1, 1)
+    return mean, std
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Float images in ``[0, 1]`` -> ImageNet-normalised.
+
+    Args:
+        images: ``(..., 3, H, W)`` float in ``[0, 1]``.
+
+    Returns:
+        ``(..., 3, H, W)`` normalised, same dtype.
+    """
+    mean, std = _channel_stats(images)
+    return (images - mean) / std
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised images -> float pixels ``clip((x * std + mean) * 255, 0, 255)``, not rounded.
+
+    This is the scale on which scores and RMSE are computed (spec §5).
+
+    Args:
+        images: ``(..., 3, H, W)`` normalised.
+
+    Returns:
+        ``(..., 3, H, W)`` float in ``[0, 255]``.
+    """
+    mean, std = _channel_stats(images)
+    return ((images * std + mean) * 255.0).clamp(0.0, 255.0)
