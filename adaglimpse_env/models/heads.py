@@ -38,8 +38,8 @@ class TaskHead(ABC):
     """The :class:`~adaglimpse_env.models.mae.MAEConfig` decoder type the task needs."""
 
     @abstractmethod
-    def predict(self, model: ElasticMAE, latent: torch.Tensor) -> torch.Tensor:
-        """Task output from the latent ``(B, 1 + n, D)``."""
+    def predict(self, model: ElasticMAE, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Task output from the latent ``(B, 1 + n, D)``; ``pad_mask (B, n, 1)`` marks empty token slots."""
 
     @abstractmethod
     def score(
@@ -60,9 +60,9 @@ class ReconstructionHead(TaskHead):
     name = "reconstruction"
     decoder_type = "standard"
 
-    def predict(self, model: ElasticMAE, latent: torch.Tensor) -> torch.Tensor:
+    def predict(self, model: ElasticMAE, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, 1 + n, D)`` -> ``(B, G, p*p*3)`` normalised-pixel patches."""
-        return model.forward_decoder(latent)
+        return model.forward_decoder(latent, pad_mask)
 
     @staticmethod
     def squared_error(model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -95,8 +95,8 @@ class ClassificationHead(TaskHead):
     name = "classification"
     decoder_type = "none"
 
-    def predict(self, model: ElasticMAE, latent: torch.Tensor) -> torch.Tensor:
-        """``(B, 1 + n, D)`` -> ``(B, num_classes)`` logits."""
+    def predict(self, model: ElasticMAE, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, 1 + n, D)`` -> ``(B, num_classes)`` logits (the cls token never attends to empty slots)."""
         return model.forward_head(latent)
 
     def score(
@@ -130,9 +130,9 @@ class SegmentationHead(TaskHead):
     name = "segmentation"
     decoder_type = "segment"
 
-    def predict(self, model: ElasticMAE, latent: torch.Tensor) -> torch.Tensor:
+    def predict(self, model: ElasticMAE, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, 1 + n, D)`` -> ``(B, C, H, W)`` logits."""
-        return model.forward_decoder(latent)
+        return model.forward_decoder(latent, pad_mask)
 
     @staticmethod
     def pixel_cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

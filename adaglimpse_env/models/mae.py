@@ -352,14 +352,17 @@ class ElasticMAE(nn.Module):
         return output
 
     # ------------------------------------------------------------------------------------------------- decoder
-    def forward_decoder(self, latent: torch.Tensor) -> torch.Tensor:
+    def forward_decoder(self, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the whole image from the encoded tokens (spec §2.3, the ``mask=None`` path).
 
-        Visible tokens get no decoder positional embedding and padded tokens are not masked here, as in the
-        original; the ``G`` grid queries are mask tokens plus the fixed 2-D embedding.
+        Visible tokens get no decoder positional embedding; the ``G`` grid queries are mask tokens plus the fixed
+        2-D embedding. The original never masks padded tokens here (its padded slots belong to finished
+        episodes whose output is discarded); pass ``pad_mask`` to mask them as keys, so that a batch padded to
+        a common token count predicts exactly what each image would alone.
 
         Args:
             latent: ``(B, 1 + n, D)``.
+            pad_mask: optional ``(B, n, 1)``, 1 = empty slot.
 
         Returns:
             ``(B, G, p*p*out_chans)`` normalised-pixel patches (``standard``) or ``(B, C, H, W)`` logits
@@ -374,8 +377,11 @@ class ElasticMAE(nn.Module):
         queries = self.mask_token.to(x.dtype) + self.decoder_pos_embed[:, 1:].to(x.dtype)
         num_visible = x.shape[1]
         x = torch.cat((x, queries.expand(x.shape[0], -1, -1)), dim=1)
+        key_mask = None
+        if pad_mask is not None:
+            key_mask = torch.cat((pad_mask.to(x.dtype), x.new_zeros(x.shape[0], queries.shape[1], 1)), dim=1)
         for block in self.decoder_blocks:
-            x, _ = block(x)
+            x, _ = block(x, key_mask)
         x = self.decoder_norm(x)[:, num_visible:]
         if self.config.decoder_type == "standard":
             return self.decoder_pred(x)
@@ -405,34 +411,54 @@ class ElasticMAE(nn.Module):
         return x.reshape(batch, channels, rows * p, cols * p)
 
 
-def attention_rollout(attentions: list[torch.Tensor], discard_ratio: float = 0.5) -> torch.Tensor:
+def attention_rollout(
+    attentions: list[torch.Tensor], discard_ratio: float = 0.5, num_valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Importance of each patch token for the cls token, by attention rollout (spec §2.3).
 
     Per block: mean over heads, zero the ``int(T*T*discard_ratio)`` smallest entries (never ``[cls, cls]``),
     add the identity, row-normalise and chain. The cls row over the patch tokens is soft-maxed, so the result
     sums to one per image.
 
+    A batch may be padded to a common token count: with ``num_valid`` each image is rolled out over its own
+    ``T_b = 1 + num_valid[b]`` tokens only (its discard count, ranking and softmax ignore the padded slots), which
+    gives exactly what the image would get alone. Padded slots get importance 0. Ties among the smallest
+    entries are broken by position (a stable sort), where the original's ``topk`` leaves them unspecified.
+
     Args:
-        attentions: per block ``(B, heads, T, T)`` softmax attention, ``T = 1 + n``.
+        attentions: per block ``(B, heads, T, T)`` softmax attention, ``T = 1 + n``; padded keys must have been
+            masked (attention exactly 0), as :meth:`ElasticMAE.forward_encoder` does with ``pad_mask``.
         discard_ratio: fraction of entries dropped per block.
+        num_valid: optional ``(B,)`` int64 count of valid patch tokens, which are the first slots.
 
     Returns:
         ``(B, n, 1)`` importance; ``(B, 0, 1)`` when there are no patch tokens.
     """
-    batch, _, tokens, _ = attentions[0].shape
+    first = attentions[0]
+    batch, _, tokens, _ = first.shape
     if tokens == 1:
-        return attentions[0].new_ones(batch, 0, 1)
-    eye = torch.eye(tokens, dtype=attentions[0].dtype, device=attentions[0].device)
+        return first.new_ones(batch, 0, 1)
+    device = first.device
+    if num_valid is None:
+        num_valid = torch.full((batch,), tokens - 1, dtype=torch.long, device=device)
+    positions = torch.arange(tokens, device=device)
+    valid_tokens = positions[None] < (num_valid.to(device) + 1)[:, None]  # (B, T), cls always valid
+    valid_pairs = (valid_tokens[:, :, None] & valid_tokens[:, None, :]).reshape(batch, tokens * tokens)
+    valid_count = (num_valid.to(device) + 1).double()
+    num_discard = torch.floor(valid_count * valid_count * discard_ratio).long()[:, None]  # python int() of T*T*r
+    flat_positions = torch.arange(tokens * tokens, device=device).expand(batch, -1)
+    eye = torch.eye(tokens, dtype=first.dtype, device=device)
     rollout = eye.expand(batch, tokens, tokens)
-    num_discard = int(tokens * tokens * discard_ratio)
     for attention in attentions:
         fused = attention.mean(dim=1).reshape(batch, tokens * tokens)
-        if num_discard:
-            index = fused.topk(num_discard, dim=-1, largest=False).indices
-            # Keep entry 0 ([cls, cls]) even when it is among the smallest.
-            kept = torch.where(index == 0, fused.gather(1, index), torch.zeros_like(index, dtype=fused.dtype))
-            fused = fused.scatter(1, index, kept)
-        fused = (fused.reshape(batch, tokens, tokens) + eye) / 2
+        order = fused.masked_fill(~valid_pairs, float("inf")).argsort(dim=-1, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, flat_positions)
+        # Zero the smallest valid entries, but keep entry 0 ([cls, cls]) even when it is among them.
+        drop = (rank < num_discard) & (flat_positions != 0)
+        fused = fused.masked_fill(drop, 0.0).reshape(batch, tokens, tokens)
+        fused = (fused + eye) / 2
         fused = fused / fused.sum(dim=-1, keepdim=True)
         rollout = fused @ rollout
-    return rollout[:, 0, 1:].softmax(dim=-1).unsqueeze(-1)
+    logits = rollout[:, 0, 1:].masked_fill(~valid_tokens[:, 1:], float("-inf"))
+    importance = torch.where(valid_tokens[:, 1:], logits.softmax(dim=-1), 0.0)
+    return importance.unsqueeze(-1)

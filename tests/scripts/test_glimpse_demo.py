@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-import glimpse_demo  # noqa: E402
+import glimpse_demo
 
 
 def test_demo_runs_on_bundled_photo(capsys: pytest.CaptureFixture[str]) -> None:
