@@ -1,0 +1,148 @@
+"""The dataset folder layouts the paper uses (spec §4), plus any image folder and the photos shipped with the
+package. Each builder returns an :class:`~adaglimpse_env.datasets.base.ImageSource` or raises
+:class:`~adaglimpse_env.datasets.base.DatasetNotFoundError` with the layout it expected.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from adaglimpse_env.datasets.base import (
+    DatasetNotFoundError,
+    ImageSource,
+    require_folder,
+    scan_images,
+)
+from adaglimpse_env.datasets.transforms import TransformConfig
+
+IMAGENET_LAYOUT = """  <root>/train/<wnid>/*.JPEG   (1000 folders n01440764 ... n15075141)
+  <root>/val/<wnid>/*.JPEG     (validation images sorted into the same class folders)"""
+ADE20K_LAYOUT = """  <root>/images/training/*.jpg        <root>/annotations/training/*.png
+  <root>/images/validation/*.jpg      <root>/annotations/validation/*.png   (ADEChallengeData2016)"""
+COCO_LAYOUT = """  <root>/train2014/*.jpg   <root>/val2014/*.jpg"""
+SUN360_LAYOUT = """  <root>/<category>/<subcategory>/<panorama>.jpg, and a split file listing one relative path per line
+  (the original's sun360-dataset26-random.txt: the first 10% of lines are validation, the rest training)"""
+FOLDER_LAYOUT = (
+    """  <root>/**/*.{jpg,png,...}   (images directly under <root>, or in class sub-folders <root>/<class>/...)"""
+)
+
+
+def _split_folder(split: str, train_name: str, val_name: str) -> str:
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    return train_name if split == "train" else val_name
+
+
+def image_folder(root: str | Path, transform: TransformConfig | None = None) -> ImageSource:
+    """Every image under ``root``, recursively; labelled by first-level sub-folder when all images are in one.
+
+    Raises:
+        DatasetNotFoundError: missing folder or no image files.
+    """
+    root = require_folder(Path(root), "An image folder", FOLDER_LAYOUT)
+    files = scan_images(root)
+    if not files:
+        raise DatasetNotFoundError(f"The image folder '{root}' holds no image files. Expected layout:\n{FOLDER_LAYOUT}")
+    top = [f.relative_to(root).parts for f in files]
+    if all(len(parts) > 1 for parts in top):
+        classes = sorted({parts[0] for parts in top})
+        index = {name: i for i, name in enumerate(classes)}
+        return ImageSource(files, [index[p[0]] for p in top], transform=transform, classes=classes)
+    return ImageSource(files, transform=transform)
+
+
+def imagenet(root: str | Path, split: str = "val", transform: TransformConfig | None = None) -> ImageSource:
+    """ImageNet-1k in the standard folder layout; class index = position of the wnid in sorted order."""
+    folder = require_folder(Path(root) / _split_folder(split, "train", "val"), "ImageNet-1k", IMAGENET_LAYOUT)
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetNotFoundError(f"ImageNet folder '{folder}' has no class sub-folders. Expected:\n{IMAGENET_LAYOUT}")
+    files, labels = [], []
+    for label, wnid in enumerate(classes):
+        class_files = scan_images(folder / wnid)
+        files += class_files
+        labels += [label] * len(class_files)
+    if not files:
+        raise DatasetNotFoundError(f"ImageNet folder '{folder}' holds no images. Expected layout:\n{IMAGENET_LAYOUT}")
+    return ImageSource(files, labels, transform=transform, classes=classes)
+
+
+def ade20k_mask_mapping(mask: np.ndarray) -> np.ndarray:
+    """ADE20K annotation values to class indices: 1..150 -> 0..149, 0 (unlabelled) -> 255 (spec §4)."""
+    mask = np.clip(mask.astype(np.int64), 0, 150)
+    return np.where(mask == 0, 255, mask - 1)
+
+
+def ade20k(
+    root: str | Path, split: str = "val", transform: TransformConfig | None = None, with_masks: bool = True
+) -> ImageSource:
+    """ADE20K scene parsing (ADEChallengeData2016); with masks for segmentation, images only otherwise."""
+    name = _split_folder(split, "training", "validation")
+    image_dir = require_folder(Path(root) / "images" / name, "ADE20K", ADE20K_LAYOUT)
+    files = scan_images(image_dir, recursive=False)
+    if not files:
+        raise DatasetNotFoundError(f"ADE20K folder '{image_dir}' holds no images. Expected layout:\n{ADE20K_LAYOUT}")
+    if not with_masks:
+        return ImageSource(files, transform=transform)
+    mask_dir = require_folder(Path(root) / "annotations" / name, "ADE20K segmentation", ADE20K_LAYOUT)
+    masks = [mask_dir / f"{f.stem}.png" for f in files]
+    missing = [m.name for m in masks if not m.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"ADE20K segmentation requires an annotation per image; {len(missing)} missing in '{mask_dir}', "
+            f"e.g. {missing[:3]}. Expected layout:\n{ADE20K_LAYOUT}"
+        )
+    return ImageSource(files, masks=masks, transform=transform, mask_mapping=ade20k_mask_mapping)
+
+
+def coco2014(root: str | Path, split: str = "val", transform: TransformConfig | None = None) -> ImageSource:
+    """COCO 2014 images (no labels; used for reconstruction)."""
+    folder = require_folder(Path(root) / _split_folder(split, "train2014", "val2014"), "COCO 2014", COCO_LAYOUT)
+    files = scan_images(folder, recursive=False)
+    if not files:
+        raise DatasetNotFoundError(f"COCO folder '{folder}' holds no images. Expected layout:\n{COCO_LAYOUT}")
+    return ImageSource(files, transform=transform)
+
+
+def sun360(
+    root: str | Path,
+    split: str = "val",
+    transform: TransformConfig | None = None,
+    split_file: str | Path | None = None,
+    with_labels: bool = True,
+) -> ImageSource:
+    """SUN360 panoramas listed in a split file; labels = the first two path components (26 classes, sorted).
+
+    Args:
+        split_file: the list of relative paths (default ``<root>/sun360-dataset26-random.txt``). The first 10% of
+            lines are the validation split, the rest training, as the original (spec §4).
+    """
+    root = require_folder(Path(root), "SUN360", SUN360_LAYOUT)
+    split_path = Path(split_file) if split_file else root / "sun360-dataset26-random.txt"
+    if not split_path.is_file():
+        raise DatasetNotFoundError(f"SUN360 requires the split file '{split_path}'. Expected layout:\n{SUN360_LAYOUT}")
+    lines = [line.strip() for line in split_path.read_text().splitlines() if line.strip()]
+    num_val = len(lines) // 10
+    chosen = lines[:num_val] if _split_folder(split, "train", "val") == "val" else lines[num_val:]
+    if not chosen:
+        raise DatasetNotFoundError(f"SUN360 split file '{split_path}' lists no images for split {split!r}")
+    files = [root / line for line in chosen]
+    if not with_labels:
+        return ImageSource(files, transform=transform)
+    categories = ["/".join(Path(line).parts[:2]) for line in lines]
+    classes = sorted(set(categories))
+    index = {name: i for i, name in enumerate(classes)}
+    labels = [index["/".join(Path(line).parts[:2])] for line in chosen]
+    return ImageSource(files, labels, transform=transform, classes=classes)
+
+
+def embedded_photos(split: str = "train", transform: TransformConfig | None = None) -> ImageSource:
+    """The photographs shipped inside the package (offline default); see the folder's MANIFEST.json."""
+    base = Path(str(resources.files("adaglimpse_env") / "assets"))
+    folder = base / "photos" / split
+    if not folder.is_dir():  # before the photo set is built, the bundled sample photo serves both splits
+        folder = base / "sample"
+    return ImageSource(scan_images(folder), transform=transform)

@@ -1,0 +1,170 @@
+"""Build envs from registered presets: resolve the data folder, the image source and the frozen model.
+
+``gym.make(id, **kwargs)`` calls :func:`make_env` and ``gym.make_vec(id, num_envs=N, **kwargs)`` calls
+:func:`make_vector_env` with the preset of :mod:`adaglimpse_env.registration` updated by ``kwargs``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaglimpse_env.config import EpisodeConfig
+from adaglimpse_env.datasets import folders
+from adaglimpse_env.datasets.base import ImageSource
+from adaglimpse_env.datasets.transforms import TransformConfig
+from adaglimpse_env.envs.glimpse_env import GlimpseEnv
+from adaglimpse_env.envs.vector_env import GlimpseVectorEnv
+from adaglimpse_env.models.checkpoint import load_model
+from adaglimpse_env.models.hub import KNOWN_HUB_REPOS
+from adaglimpse_env.models.mae import ElasticMAE
+
+_LAYOUTS = {
+    "imagenet": folders.IMAGENET_LAYOUT,
+    "sun360": folders.SUN360_LAYOUT,
+    "ade20k": folders.ADE20K_LAYOUT,
+    "coco": folders.COCO_LAYOUT,
+    "folder": folders.FOLDER_LAYOUT,
+}
+_EPISODE_KEYS = (
+    "num_glimpses",
+    "grid_size",
+    "max_glimpse_ratio",
+    "reward",
+    "early_stop_threshold",
+    "observation",
+    "extract_latent_layer",
+)
+
+
+class MissingSetupError(ValueError):
+    """A registered env needs a data folder or a checkpoint that was not given."""
+
+
+def _resolve(value: Any, env_var: str | None) -> Any:
+    if value is None and env_var:
+        return os.environ.get(env_var) or None
+    return value
+
+
+def build_image_source(
+    dataset: str,
+    data_root: str | Path | None,
+    split: str,
+    task: str,
+    image_size: int,
+    augment: bool,
+    eval_resize: str = "center_crop",
+    split_file: str | Path | None = None,
+    env_id: str = "",
+    data_env_var: str | None = None,
+) -> ImageSource:
+    """The :class:`ImageSource` of a dataset name; see :mod:`adaglimpse_env.datasets.folders`."""
+    transform = TransformConfig(size=image_size, train=augment, eval_resize=eval_resize)
+    if dataset == "photos":
+        return folders.embedded_photos(split, transform)
+    if dataset not in _LAYOUTS:
+        raise ValueError(f"dataset must be one of {[*_LAYOUTS, 'photos']}, got {dataset!r}")
+    root = _resolve(data_root, data_env_var)
+    if root is None:
+        hint = f" or set the environment variable {data_env_var}" if data_env_var else ""
+        raise MissingSetupError(
+            f"{env_id or dataset} requires a data folder: pass data_root=... to gym.make{hint}. "
+            f"Expected layout:\n{_LAYOUTS[dataset]}"
+        )
+    with_labels = task == "classification"
+    if dataset == "imagenet":
+        return folders.imagenet(root, split, transform)
+    if dataset == "sun360":
+        return folders.sun360(root, split, transform, split_file=split_file, with_labels=with_labels)
+    if dataset == "ade20k":
+        return folders.ade20k(root, split, transform, with_masks=task == "segmentation")
+    if dataset == "coco":
+        return folders.coco2014(root, split, transform)
+    return folders.image_folder(root, transform)
+
+
+def build_model(
+    checkpoint: str | Path | ElasticMAE | None,
+    task: str,
+    device: str | torch.device,
+    env_id: str = "",
+    checkpoint_env_var: str | None = None,
+) -> ElasticMAE:
+    """The frozen model: an :class:`ElasticMAE` given directly, or loaded from a path / ``hf-hub:`` name."""
+    if isinstance(checkpoint, ElasticMAE):
+        return checkpoint
+    source = _resolve(checkpoint, checkpoint_env_var)
+    if source is None:
+        hint = f" or set the environment variable {checkpoint_env_var}" if checkpoint_env_var else ""
+        repos = "; ".join(f"{repo}: {what}" for repo, what in KNOWN_HUB_REPOS.items())
+        raise MissingSetupError(
+            f"{env_id or 'This env'} requires a {task} checkpoint of the elastic MAE: pass checkpoint=... "
+            f"(a file path, or 'hf-hub:<owner>/<repo>/<file>' to fetch and cache it){hint}. The paper's trained "
+            f"models are published on the Hugging Face hub ({repos}); download one with `huggingface-cli download "
+            f"apardyl/AdaGlimpse <file>` on a connected machine and pass its path. Any checkpoint saved by "
+            f"adaglimpse_env.models.save_model works too."
+        )
+    return load_model(source, task=task, device=device).model
+
+
+def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
+    options = dict(kwargs)
+    env_id = options.pop("env_id", "")
+    task = options.pop("task", "reconstruction")
+    device = options.pop("device", "cpu")
+    dataset = options.pop("dataset", "folder")
+    data_root = _resolve(options.pop("data_root", None), options.get("data_env_var"))
+    if options.get("image_source") is None and dataset != "photos" and data_root is None:
+        # Say what data is missing before spending time on loading a model.
+        build_image_source(
+            dataset, None, "train", task, 224, False, env_id=env_id, data_env_var=options.get("data_env_var")
+        )
+    model = build_model(options.pop("checkpoint", None), task, device, env_id, options.pop("checkpoint_env_var", None))
+    split = options.pop("split", "train")
+    augment = options.pop("augment", None)
+    source = options.pop("image_source", None)
+    data_env_var = options.pop("data_env_var", None)
+    eval_resize = options.pop("eval_resize", "center_crop")
+    split_file = options.pop("split_file", None)
+    if source is None:
+        source = build_image_source(
+            dataset,
+            data_root,
+            split,
+            task,
+            model.config.img_size[0],
+            split == "train" if augment is None else augment,
+            eval_resize,
+            split_file,
+            env_id,
+            data_env_var,
+        )
+    episode = EpisodeConfig(task=task, **{key: options.pop(key) for key in _EPISODE_KEYS if key in options})
+    shuffle = options.pop("shuffle", split == "train")
+    unknown = set(options) - {"num_workers", "render_mode", "max_episode_steps"}
+    if unknown:
+        raise TypeError(f"{env_id or 'make_env'} got unexpected keyword arguments {sorted(unknown)}")
+    options.pop("max_episode_steps", None)
+    return {
+        "model": model,
+        "image_source": source,
+        "episode": episode,
+        "device": device,
+        "shuffle": shuffle,
+        **options,
+    }
+
+
+def make_env(**kwargs: Any) -> GlimpseEnv:
+    """Single env from a preset (the ``entry_point`` of every registered id)."""
+    return GlimpseEnv(**_components(kwargs))
+
+
+def make_vector_env(num_envs: int = 1, **kwargs: Any) -> GlimpseVectorEnv:
+    """Native vector env from a preset (the ``vector_entry_point`` of every registered id)."""
+    autoreset_mode = kwargs.pop("autoreset_mode", "next_step")
+    return GlimpseVectorEnv(num_envs, autoreset_mode=autoreset_mode, **_components(kwargs))

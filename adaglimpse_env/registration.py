@@ -1,0 +1,89 @@
+"""Every registered env id and its preset, in one place; :func:`register_envs` is idempotent.
+
+Presets are plain keyword arguments (Minigrid style); anything can be overridden in ``gym.make(id, **kwargs)``
+or ``gym.make_vec(id, num_envs=N, **kwargs)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+ENTRY_POINT = "adaglimpse_env.envs.factory:make_env"
+VECTOR_ENTRY_POINT = "adaglimpse_env.envs.factory:make_vector_env"
+
+#: id -> preset kwargs. ``data_env_var`` / ``checkpoint_env_var`` name the environment variables read when
+#: ``data_root`` / ``checkpoint`` are not given.
+ENV_PRESETS: dict[str, dict[str, Any]] = {
+    "AdaGlimpse-ImageNet-v0": {
+        "dataset": "imagenet",
+        "task": "classification",
+        "num_glimpses": 14,
+        "data_env_var": "ADAGLIMPSE_IMAGENET_ROOT",
+        "checkpoint_env_var": "ADAGLIMPSE_IMAGENET_CLASSIFICATION_CHECKPOINT",
+    },
+    "AdaGlimpse-ImageNet-Reconstruction-v0": {
+        "dataset": "imagenet",
+        "task": "reconstruction",
+        "num_glimpses": 12,
+        "data_env_var": "ADAGLIMPSE_IMAGENET_ROOT",
+        "checkpoint_env_var": "ADAGLIMPSE_IMAGENET_RECONSTRUCTION_CHECKPOINT",
+    },
+    "AdaGlimpse-SUN360-v0": {
+        "dataset": "sun360",
+        "task": "classification",
+        "num_glimpses": 14,
+        "data_env_var": "ADAGLIMPSE_SUN360_ROOT",
+        "checkpoint_env_var": "ADAGLIMPSE_SUN360_CLASSIFICATION_CHECKPOINT",
+    },
+    "AdaGlimpse-SUN360-Reconstruction-v0": {
+        "dataset": "sun360",
+        "task": "reconstruction",
+        "num_glimpses": 12,
+        "data_env_var": "ADAGLIMPSE_SUN360_ROOT",
+        "checkpoint_env_var": "ADAGLIMPSE_SUN360_RECONSTRUCTION_CHECKPOINT",
+    },
+    "AdaGlimpse-ADE20K-Segmentation-v0": {
+        "dataset": "ade20k",
+        "task": "segmentation",
+        "num_glimpses": 8,
+        "grid_size": 3,
+        "data_env_var": "ADAGLIMPSE_ADE20K_ROOT",
+        "checkpoint_env_var": "ADAGLIMPSE_ADE20K_SEGMENTATION_CHECKPOINT",
+    },
+    "AdaGlimpse-ADE20K-Reconstruction-v0": {
+        "dataset": "ade20k",
+        "task": "reconstruction",
+        "num_glimpses": 12,
+        "data_env_var": "ADAGLIMPSE_ADE20K_ROOT",
+        "checkpoint_env_var": "ADAGLIMPSE_ADE20K_RECONSTRUCTION_CHECKPOINT",
+    },
+    "AdaGlimpse-COCO-Reconstruction-v0": {
+        "dataset": "coco",
+        "task": "reconstruction",
+        "num_glimpses": 12,
+        "data_env_var": "ADAGLIMPSE_COCO_ROOT",
+        "checkpoint_env_var": "ADAGLIMPSE_COCO_RECONSTRUCTION_CHECKPOINT",
+    },
+    "AdaGlimpse-ImageFolder-v0": {
+        "dataset": "folder",
+        "task": "reconstruction",
+        "num_glimpses": 12,
+        "data_env_var": "ADAGLIMPSE_IMAGE_FOLDER",
+        "checkpoint_env_var": "ADAGLIMPSE_CHECKPOINT",
+    },
+}
+
+
+def register_envs() -> None:
+    """Register every id of :data:`ENV_PRESETS` with Gymnasium (skipping ids already registered)."""
+    for env_id, preset in ENV_PRESETS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point=ENTRY_POINT,
+            vector_entry_point=VECTOR_ENTRY_POINT,
+            kwargs={"env_id": env_id, **preset},
+        )

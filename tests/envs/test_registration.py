@@ -1,0 +1,117 @@
+"""Every registered id builds from plain kwargs and passes Gymnasium's and SB3's env checkers."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import adaglimpse_env
+from adaglimpse_env import ENV_PRESETS, GlimpseVectorEnv, register_envs
+from adaglimpse_env.envs.factory import MissingSetupError
+from adaglimpse_env.models import save_model
+
+DATA_FOLDERS = {"imagenet": "imagenet", "sun360": "sun360", "ade20k": "ade20k", "coco": "coco", "folder": "folder"}
+
+
+def small_kwargs(env_id: str, data_root: Path, models: dict) -> dict:
+    preset = ENV_PRESETS[env_id]
+    return {
+        "data_root": str(data_root / DATA_FOLDERS[preset["dataset"]]),
+        "checkpoint": models[preset["task"]],
+        "num_glimpses": 2,
+    }
+
+
+@pytest.mark.parametrize("env_id", sorted(ENV_PRESETS))
+def test_every_id_passes_env_checkers(env_id: str, data_root: Path, models: dict) -> None:
+    env = gym.make(env_id, **small_kwargs(env_id, data_root, models))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # infinite latent bounds and Dict shapes are expected
+        check_env(env.unwrapped)
+        sb3_check_env(env.unwrapped)
+    observation, info = env.reset(seed=0)
+    assert env.observation_space.contains(observation)
+    observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert env.observation_space.contains(observation)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ["AdaGlimpse-ImageNet-v0", "AdaGlimpse-ADE20K-Segmentation-v0"])
+def test_make_vec_returns_native_vector_env(env_id: str, data_root: Path, models: dict) -> None:
+    envs = gym.make_vec(env_id, num_envs=3, **small_kwargs(env_id, data_root, models))
+    assert isinstance(envs, GlimpseVectorEnv)
+    observation, _ = envs.reset(seed=1)
+    assert envs.observation_space.contains(observation)
+    _, reward, *_ = envs.step(envs.action_space.sample())
+    assert reward.shape == (3,)
+    if env_id.startswith("AdaGlimpse-ADE20K"):
+        assert envs.episode.grid_size == 3 and envs.max_tokens == 2 * 9
+    envs.close()
+
+
+def test_presets_follow_the_paper() -> None:
+    assert ENV_PRESETS["AdaGlimpse-ImageNet-v0"]["task"] == "classification"
+    assert ENV_PRESETS["AdaGlimpse-ImageNet-v0"]["num_glimpses"] == 14
+    assert ENV_PRESETS["AdaGlimpse-ImageNet-Reconstruction-v0"]["num_glimpses"] == 12
+    assert ENV_PRESETS["AdaGlimpse-ADE20K-Segmentation-v0"]["grid_size"] == 3
+
+
+def test_missing_data_root_names_kwarg_env_var_and_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ADAGLIMPSE_IMAGENET_ROOT", raising=False)
+    with pytest.raises(MissingSetupError) as info:
+        gym.make("AdaGlimpse-ImageNet-v0")
+    message = str(info.value)
+    assert "data_root=" in message and "ADAGLIMPSE_IMAGENET_ROOT" in message and "<root>/train/<wnid>" in message
+
+
+def test_missing_checkpoint_names_the_official_source(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ADAGLIMPSE_IMAGENET_CLASSIFICATION_CHECKPOINT", raising=False)
+    with pytest.raises(MissingSetupError) as info:
+        gym.make("AdaGlimpse-ImageNet-v0", data_root=str(data_root / "imagenet"))
+    message = str(info.value)
+    assert "checkpoint=" in message
+    assert "apardyl/AdaGlimpse" in message and "huggingface-cli download" in message
+    assert "ADAGLIMPSE_IMAGENET_CLASSIFICATION_CHECKPOINT" in message
+
+
+def test_environment_variables_and_checkpoint_path(
+    data_root: Path, models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_model(tmp_path / "rec.pt", models["reconstruction"], "reconstruction")
+    monkeypatch.setenv("ADAGLIMPSE_COCO_ROOT", str(data_root / "coco"))
+    monkeypatch.setenv("ADAGLIMPSE_COCO_RECONSTRUCTION_CHECKPOINT", str(tmp_path / "rec.pt"))
+    env = gym.make("AdaGlimpse-COCO-Reconstruction-v0", num_glimpses=1)
+    env.reset(seed=0)
+    env.close()
+
+
+def test_wrong_task_checkpoint_is_refused(data_root: Path, models: dict) -> None:
+    with pytest.raises(ValueError, match="decoder_type='standard'"):
+        gym.make(
+            "AdaGlimpse-COCO-Reconstruction-v0",
+            data_root=str(data_root / "coco"),
+            checkpoint=models["classification"],
+        )
+
+
+def test_unknown_kwarg_is_an_error(data_root: Path, models: dict) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['num_glimpse'\\]"):
+        gym.make(
+            "AdaGlimpse-COCO-Reconstruction-v0",
+            data_root=str(data_root / "coco"),
+            checkpoint=models["reconstruction"],
+            num_glimpse=3,
+        )
+
+
+def test_registration_is_idempotent() -> None:
+    before = {k for k in gym.registry if k.startswith("AdaGlimpse-")}
+    register_envs()
+    register_envs()
+    assert {k for k in gym.registry if k.startswith("AdaGlimpse-")} == before == set(ENV_PRESETS)
+    assert adaglimpse_env.__version__
