@@ -36,7 +36,7 @@ def test_every_id_passes_env_checkers(env_id: str, data_root: Path, models: dict
         sb3_check_env(env.unwrapped)
     observation, info = env.reset(seed=0)
     assert env.observation_space.contains(observation)
-    observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    observation, _reward, _terminated, _truncated, _info = env.step(env.action_space.sample())
     assert env.observation_space.contains(observation)
     env.close()
 

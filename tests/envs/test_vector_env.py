@@ -41,7 +41,7 @@ def rollout(env: GlimpseVectorEnv, seed: int, steps: int, action_seed: int = 0) 
     trace = [observation]
     for _ in range(steps):
         action = rng.uniform(-1, 1, size=(env.num_envs, 3)).astype(np.float32)
-        observation, reward, terminated, truncated, info = env.step(action)
+        observation, reward, terminated, _truncated, info = env.step(action)
         trace += [observation, reward, terminated, info["score"]]
     return trace
 
