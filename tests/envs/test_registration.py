@@ -34,7 +34,7 @@ def test_every_id_passes_env_checkers(env_id: str, data_root: Path, models: dict
         warnings.simplefilter("ignore")  # infinite latent bounds and Dict shapes are expected
         check_env(env.unwrapped)
         sb3_check_env(env.unwrapped)
-    observation, info = env.reset(seed=0)
+    observation, _info = env.reset(seed=0)
     assert env.observation_space.contains(observation)
     observation, _reward, _terminated, _truncated, _info = env.step(env.action_space.sample())
     assert env.observation_space.contains(observation)
