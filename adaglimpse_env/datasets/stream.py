@@ -97,21 +97,22 @@ class ImageStream:
         if self._iterator is None:
             self._iterator = self._make_iterator()
         samples: list[dict[str, Any]] = []
-        failures_in_a_row = 0
+        failed_since_success: set[int] = set()
         while len(samples) < count:
             sample = next(self._iterator)
             if "error" in sample:
                 self.num_skipped += 1
-                failures_in_a_row += 1
+                failed_since_success.add(sample["index"])
                 if sample["path"] not in self.skipped_files:
                     self.skipped_files.add(sample["path"])
                     warnings.warn(f"Skipping unreadable image: {sample['error']}", RuntimeWarning, stacklevel=2)
-                if failures_in_a_row >= len(self.source):
+                # Give up only when every distinct file has failed since the last readable one.
+                if len(failed_since_success) >= len(self.source):
                     raise RuntimeError(
                         f"None of the {len(self.source)} files of the image source could be decoded "
                         f"(e.g. {sample['path']}); check the data folder"
                     )
                 continue
-            failures_in_a_row = 0
+            failed_since_success.clear()
             samples.append(sample)
         return samples
