@@ -26,8 +26,8 @@ from adaglimpse_env.models import attention_rollout, create_model, create_task_h
 
 
 def sample_image_path() -> Path:
-    """The photograph bundled with the package (CC0, see ``assets/sample/MANIFEST.json``)."""
-    return Path(str(resources.files("adaglimpse_env") / "assets" / "sample" / "coffee.jpg"))
+    """A held-out photograph shipped with the package (see ``assets/photos/MANIFEST.json``)."""
+    return Path(str(resources.files("adaglimpse_env") / "assets" / "photos" / "val" / "rocket.jpg"))
 
 
 def raster_actions(num_glimpses: int) -> torch.Tensor:

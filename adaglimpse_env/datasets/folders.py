@@ -140,9 +140,16 @@ def sun360(
 
 
 def embedded_photos(split: str = "train", transform: TransformConfig | None = None) -> ImageSource:
-    """The photographs shipped inside the package (offline default); see the folder's MANIFEST.json."""
-    base = Path(str(resources.files("adaglimpse_env") / "assets"))
-    folder = base / "photos" / split
-    if not folder.is_dir():  # before the photo set is built, the bundled sample photo serves both splits
-        folder = base / "sample"
-    return ImageSource(scan_images(folder), transform=transform)
+    """The photographs shipped inside the package (offline default), split by photo into train and val.
+
+    Built by ``scripts/build_embedded_images.py``; ``assets/photos/MANIFEST.json`` gives every image's source
+    package, original file, licence and author.
+    """
+    folder = Path(str(resources.files("adaglimpse_env") / "assets" / "photos")) / _split_folder(split, "train", "val")
+    files = scan_images(folder) if folder.is_dir() else []
+    if not files:
+        raise DatasetNotFoundError(
+            f"The embedded photos are missing from '{folder}'; reinstall the package or rebuild them with "
+            f"`python scripts/build_embedded_images.py`"
+        )
+    return ImageSource(files, transform=transform)

@@ -71,6 +71,25 @@ class ImageStream:
         self._iterator: Iterator[dict[str, Any]] | None = None
         self._seed = seed
 
+    def check_readable(self, max_tries: int = 32) -> None:
+        """Decode files in order until one works, so an unusable folder fails at construction, not mid-run.
+
+        Raises:
+            ValueError: the first ``max_tries`` files (or all, if fewer) are unreadable.
+        """
+        tried = min(max_tries, len(self.source))
+        errors = []
+        for index in range(tried):
+            sample = self.source[(index, 0)]
+            if "error" not in sample:
+                return
+            errors.append(sample["error"])
+        scope = "any of its" if tried == len(self.source) else f"the first {tried} of its"
+        raise ValueError(
+            f"The image source has no readable image: {scope} {len(self.source)} files could be decoded. "
+            f"First error: {errors[0]}. Check the data folder (formats Pillow reads: jpg, png, webp, ...)."
+        )
+
     def reseed(self, seed: int) -> None:
         """Restart the stream from the beginning of the order given by ``seed``."""
         self._seed = seed

@@ -101,6 +101,7 @@ class GlimpseVectorEnv(VectorEnv):
             raise ValueError("task='segmentation' requires an image source with masks, got one without")
         self.image_source = image_source
         self.stream = ImageStream(image_source, shuffle=shuffle, num_workers=num_workers)
+        self.stream.check_readable()
         self.image_size = (height, width)
 
         cfg = self.episode
@@ -426,6 +427,7 @@ class GlimpseVectorEnv(VectorEnv):
             "pixel_fraction": (self._coverage.flatten(1).sum(dim=1).double() / pixels).cpu().numpy(),
             "num_clipped_actions": self._clipped.copy(),
             "early_stopped": early_stopped.copy(),
+            "num_skipped_images": np.full(self.num_envs, self.stream.num_skipped, dtype=np.int64),
             **evaluation["metric"],
         }
         everyone = np.ones(self.num_envs, dtype=bool)

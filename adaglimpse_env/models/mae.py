@@ -351,6 +351,12 @@ class ElasticMAE(nn.Module):
         output.latent = self.norm(x)
         return output
 
+    def forward(
+        self, patches: torch.Tensor, boxes: torch.Tensor | None = None, pad_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encoder latent ``(B, 1 + n, D)``; see :meth:`forward_encoder` (what DDP and ``torch.compile`` wrap)."""
+        return self.forward_encoder(patches, boxes, pad_mask).latent
+
     # ------------------------------------------------------------------------------------------------- decoder
     def forward_decoder(self, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the whole image from the encoded tokens (spec §2.3, the ``mask=None`` path).

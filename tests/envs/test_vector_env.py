@@ -311,3 +311,34 @@ def test_render_draws_boxes_where_info_says(tmp_path: Path) -> None:
     assert tuple(frame[y1 + (y2 - y1) // 2, x1]) != (0, 0, 255)  # left edge of the box is drawn
     assert tuple(frame[y1 + (y2 - y1) // 2, x1 + 10]) == (0, 0, 255)  # inside is the image
     assert tuple(frame[y2 + 5, x2 + 5]) == (0, 0, 255)
+
+
+def test_odd_and_broken_images_in_the_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    good = photo_image = Image.new("RGB", (300, 200), (10, 200, 30))
+    photo_image.convert("L").save(tmp_path / "gray.png")
+    photo_image.convert("P").save(tmp_path / "palette.png")
+    photo_image.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    photo_image.convert("RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray(np.full((40, 60), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    good.resize((1, 1)).save(tmp_path / "tiny.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    data = (tmp_path / "cmyk.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    env = GlimpseVectorEnv(4, tiny_model(), image_folder(tmp_path), EpisodeConfig(num_glimpses=1))
+    with pytest.warns(RuntimeWarning, match="Skipping unreadable image"):
+        for _ in range(4):  # 36 draws over 9 files: every file is met
+            env.reset()
+            _, _, _, _, info = env.step(env.action_space.sample())
+            assert np.all(np.isfinite(info["score"]))
+    assert info["num_skipped_images"][0] >= 3
+    assert env.stream.skipped_files == {str(tmp_path / n) for n in ("empty.jpg", "notes.jpg", "truncated.jpg")}
+
+
+def test_folder_without_readable_image_fails_at_construction(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "b.png").write_text("nope")
+    with pytest.raises(ValueError, match="no readable image: any of its 2 files"):
+        GlimpseVectorEnv(1, tiny_model(), image_folder(tmp_path), EpisodeConfig())

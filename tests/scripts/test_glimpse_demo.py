@@ -15,7 +15,7 @@ import glimpse_demo
 def test_demo_runs_on_bundled_photo(capsys: pytest.CaptureFixture[str]) -> None:
     assert glimpse_demo.main(["--num-glimpses", "3", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "coffee.jpg" in out
+    assert "rocket.jpg" in out
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 4  # step 0 (no glimpse) + 3 glimpses
     assert "tokens: 12, importance sums to 1.0000" in out
