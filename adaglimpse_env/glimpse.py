@@ -79,6 +79,8 @@ def glimpse_size_range(
     Raises:
         ValueError: if the image cannot hold the smallest glimpse.
     """
+    if not isinstance(grid_size, int) or grid_size < 1:
+        raise ValueError(f"grid_size requires a positive int, got {grid_size!r}")
     height, width = image_size
     min_crop = PATCH_SIZE * grid_size
     max_crop = min(height, width) * max_size_ratio
@@ -162,35 +164,38 @@ def extract_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int =
 
     Equal to cropping ``images[b, :, y1:y2, x1:x2]`` and calling
     ``F.interpolate(crop, (patch_size, patch_size), mode='bilinear', align_corners=False, antialias=False)``
-    per box (spec §1.2, no antialiasing on purpose), but done with one gather for the whole batch. A box that is
-    already ``patch_size`` wide is copied exactly.
+    per box (spec §1.2, no antialiasing on purpose), but done with four gathers for the whole batch. A box that
+    is already ``patch_size`` wide is copied exactly.
 
     Args:
-        images: ``(B, C, H, W)`` float images (normalised, as the model sees them).
+        images: ``(B, C, H, W)`` floating-point images (normalised, as the model sees them).
         boxes: ``(B, K, 4)`` int64 ``(y1, x1, y2, x2)``, each inside the image and non-empty.
         patch_size: output side.
 
     Returns:
         ``(B, K, C, patch_size, patch_size)`` patches, same dtype and device as ``images``.
     """
+    if not images.is_floating_point():
+        raise ValueError(f"extract_patches requires floating-point images, got dtype {images.dtype}; convert first")
     batch, channels, height, width = images.shape
     num_boxes = boxes.shape[1]
     flat_boxes = boxes.reshape(-1, 4)
     y_lo, y_hi, wy = _bilinear_source_index(flat_boxes[:, 0], flat_boxes[:, 2] - flat_boxes[:, 0], patch_size)
     x_lo, x_hi, wx = _bilinear_source_index(flat_boxes[:, 1], flat_boxes[:, 3] - flat_boxes[:, 1], patch_size)
+    pixels = images.reshape(batch, channels, height * width)
 
     def gather(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        # rows, cols: (B*K, S) -> flat pixel index (B, K*S*S) -> values (B, C, K*S*S)
-        index = (rows[:, :, None] * width + cols[:, None, :]).reshape(batch, -1)
-        index = index[:, None, :].expand(batch, channels, index.shape[-1])
-        return images.reshape(batch, channels, height * width).gather(2, index)
+        # rows, cols: (B*K, S) -> pixel index (B, 1, K*S*S), expanded (not copied) over channels
+        index = (rows[:, :, None] * width + cols[:, None, :]).reshape(batch, 1, -1)
+        return pixels.gather(2, index.expand(batch, channels, index.shape[-1]))
 
-    wy = wy.to(images.dtype).reshape(batch, 1, -1, patch_size, 1)
-    wx = wx.to(images.dtype).reshape(batch, 1, -1, 1, patch_size)
     shape = (batch, channels, num_boxes, patch_size, patch_size)
-    top = gather(y_lo, x_lo).reshape(shape) * (1 - wx) + gather(y_lo, x_hi).reshape(shape) * wx
-    bottom = gather(y_hi, x_lo).reshape(shape) * (1 - wx) + gather(y_hi, x_hi).reshape(shape) * wx
-    patches = top * (1 - wy) + bottom * wy  # (B, C, K, S, S)
+    wy = wy.to(images.dtype).reshape(batch, 1, num_boxes, patch_size, 1)
+    wx = wx.to(images.dtype).reshape(batch, 1, num_boxes, 1, patch_size)
+    # In-place lerps keep the temporaries to the four gathers (fresh memory costs more than the arithmetic).
+    top = gather(y_lo, x_lo).reshape(shape).lerp_(gather(y_lo, x_hi).reshape(shape), wx)
+    bottom = gather(y_hi, x_lo).reshape(shape).lerp_(gather(y_hi, x_hi).reshape(shape), wx)
+    patches = top.lerp_(bottom, wy)  # (B, C, K, S, S)
     return patches.permute(0, 2, 1, 3, 4).contiguous()
 
 
@@ -199,6 +204,7 @@ def extract_glimpses(
     unit_action: torch.Tensor,
     grid_size: int = 2,
     max_size_ratio: float = 1.0,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One glimpse per image: its ``g * g`` native patches and their pixel boxes.
 
@@ -207,9 +213,14 @@ def extract_glimpses(
         unit_action: ``(B, 3)`` float, original order ``(y, x, scale)`` in ``[0, 1]``.
         grid_size: ``g``.
         max_size_ratio: largest crop side as a fraction of ``min(H, W)``.
+        validate: check that every action is finite and in ``[0, 1]`` (on CUDA this waits for the device;
+            callers that validated already, like the env, pass False).
 
     Returns:
         ``(patches, boxes)``: ``(B, g*g, C, 16, 16)`` and ``(B, g*g, 4)`` int64 ``(y1, x1, y2, x2)``.
+
+    Raises:
+        ValueError: wrong shapes, or (with ``validate``) actions that are NaN, infinite or outside ``[0, 1]``.
     """
     if images.ndim != 4:
         raise ValueError(f"extract_glimpses requires images of shape (B, C, H, W), got {tuple(images.shape)}")
@@ -218,6 +229,12 @@ def extract_glimpses(
             f"extract_glimpses requires one (y, x, scale) action per image, shape ({images.shape[0]}, 3), "
             f"got {tuple(unit_action.shape)}"
         )
+    if validate and not bool(((unit_action >= 0) & (unit_action <= 1)).all()):
+        raise ValueError(
+            "extract_glimpses requires finite (y, x, scale) actions in [0, 1], got "
+            f"{unit_action[~((unit_action >= 0) & (unit_action <= 1)).all(dim=1)][:3].tolist()}; "
+            "convert env actions in [-1, 1] with action_to_unit()"
+        )
     geometry = compute_glimpse_boxes(
         unit_action.to(images.device), (images.shape[2], images.shape[3]), grid_size, max_size_ratio
     )
@@ -225,10 +242,11 @@ def extract_glimpses(
 
 
 def extract_patches_loop(images: torch.Tensor, boxes: torch.Tensor, patch_size: int = PATCH_SIZE) -> torch.Tensor:
-    """Reference implementation of :func:`extract_patches`: one ``F.interpolate`` call per box.
+    """Reference implementation of :func:`extract_patches`, cell by cell, the way the original crops.
 
-    This is how the original crops (spec §1.2). It is kept for tests and for ``scripts/benchmark_glimpse.py``;
-    do not use it in hot paths.
+    Like the original's ``_crop_and_resize`` (spec §1.2): for each image and grid cell, slice the crop, resize it
+    with torchvision's ``resize`` (bilinear, no antialias) unless it is already ``patch_size`` wide, and write it
+    into the output. Kept for tests and ``scripts/benchmark_glimpse.py``; do not use it in hot paths.
 
     Args:
         images: ``(B, C, H, W)`` float.
@@ -238,6 +256,9 @@ def extract_patches_loop(images: torch.Tensor, boxes: torch.Tensor, patch_size: 
     Returns:
         ``(B, K, C, patch_size, patch_size)``.
     """
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2.functional import resize
+
     batch, num_boxes = boxes.shape[:2]
     out = images.new_empty(batch, num_boxes, images.shape[1], patch_size, patch_size)
     for b in range(batch):
@@ -245,12 +266,6 @@ def extract_patches_loop(images: torch.Tensor, boxes: torch.Tensor, patch_size: 
             y1, x1, y2, x2 = (int(v) for v in boxes[b, k])
             crop = images[b, :, y1:y2, x1:x2]
             if crop.shape[-2:] != (patch_size, patch_size):
-                crop = torch.nn.functional.interpolate(
-                    crop[None],
-                    size=(patch_size, patch_size),
-                    mode="bilinear",
-                    align_corners=False,
-                    antialias=False,
-                )[0]
+                crop = resize(crop, [patch_size, patch_size], interpolation=InterpolationMode.BILINEAR, antialias=False)
             out[b, k] = crop
     return out
