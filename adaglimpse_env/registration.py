@@ -16,6 +16,13 @@ VECTOR_ENTRY_POINT = "adaglimpse_env.envs.factory:make_vector_env"
 #: id -> preset kwargs. ``data_env_var`` / ``checkpoint_env_var`` name the environment variables read when
 #: ``data_root`` / ``checkpoint`` are not given.
 ENV_PRESETS: dict[str, dict[str, Any]] = {
+    # The offline default: photographs and a model shipped inside the package; runs with no arguments.
+    "AdaGlimpse-Photos-v0": {
+        "dataset": "photos",
+        "task": "reconstruction",
+        "num_glimpses": 12,
+        "checkpoint": "embedded",
+    },
     "AdaGlimpse-ImageNet-v0": {
         "dataset": "imagenet",
         "task": "classification",

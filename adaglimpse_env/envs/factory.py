@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,15 @@ _EPISODE_KEYS = (
     "observation",
     "extract_latent_layer",
 )
+
+
+#: The tiny elastic MAE shipped with the package (see docs/results.md for the command that trained it).
+EMBEDDED_MODEL = "elastic_mae_tiny_photos.pt"
+
+
+def embedded_model_path() -> Path:
+    """Path of the model shipped with the package, used by ``checkpoint="embedded"``."""
+    return Path(str(resources.files("adaglimpse_env") / "assets" / "models" / EMBEDDED_MODEL))
 
 
 class MissingSetupError(ValueError):
@@ -98,6 +108,8 @@ def build_model(
     if isinstance(checkpoint, ElasticMAE):
         return checkpoint
     source = _resolve(checkpoint, checkpoint_env_var)
+    if source == "embedded":
+        source = embedded_model_path()
     if source is None:
         hint = f" or set the environment variable {checkpoint_env_var}" if checkpoint_env_var else ""
         repos = "; ".join(f"{repo}: {what}" for repo, what in KNOWN_HUB_REPOS.items())

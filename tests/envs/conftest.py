@@ -6,43 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from tiny_models import tiny_model, write_images
 
-from adaglimpse_env.models import ElasticMAE, create_model
-
-
-def tiny_model(task: str = "reconstruction", seed: int = 0, num_segmentation_classes: int = 4) -> ElasticMAE:
-    """A 1-block tiny model whose LayerScale is large enough that glimpses change its predictions."""
-    torch.manual_seed(seed)
-    model = create_model(
-        "tiny", task, depth=1, decoder_depth=1, num_segmentation_classes=num_segmentation_classes
-    ).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "gamma" in name:
-                parameter.fill_(0.5)
-    return model
-
-
-def photo(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
-    """A smooth random colour image (a gradient plus noise), size (W, H)."""
-    rng = np.random.default_rng(seed)
-    width, height = size
-    ys, xs = np.mgrid[0:height, 0:width]
-    base = rng.integers(0, 255, 3)
-    array = (base + 80 * np.sin(xs[..., None] / (5 + seed) + ys[..., None] / 7 + rng.random(3))) % 255
-    return Image.fromarray(array.astype(np.uint8))
-
-
-def write_images(folder: Path, count: int, seed: int = 0, extension: str = "jpg") -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = folder / f"img_{seed}_{i:03d}.{extension}"
-        photo(seed * 100 + i).save(path)
-        paths.append(path)
-    return paths
+from adaglimpse_env.models import ElasticMAE
 
 
 @pytest.fixture(scope="session")

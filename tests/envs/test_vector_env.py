@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model, write_images
+from tiny_models import tiny_model, write_images
 
 from adaglimpse_env import EpisodeConfig, GlimpseEnv, GlimpseVectorEnv
 from adaglimpse_env.datasets import ImageSource, TransformConfig, image_folder, scan_images
