@@ -1,0 +1,73 @@
+"""Baseline policies: the boxes they produce, hand computed, and SB3's predict() signature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.baselines import BASELINES, CentreZoomOutPolicy, RasterPolicy, WholeImageFirstPolicy, make_baseline
+
+
+@pytest.fixture()
+def env(tiny_folder: Path, tiny_checkpoint: Path):
+    vector = gym.make_vec(
+        "AdaGlimpse-ImageFolder-v0",
+        num_envs=2,
+        data_root=str(tiny_folder),
+        checkpoint=str(tiny_checkpoint),
+        num_glimpses=12,
+    )
+    yield vector
+    vector.close()
+
+
+def episode_boxes(env, policy) -> np.ndarray:
+    observation, _ = env.reset(seed=0)
+    for _ in range(12):
+        actions, _ = policy.predict(observation, deterministic=True)
+        observation, _, terminated, _, info = env.step(actions)
+    assert terminated.all()
+    return info["glimpse_boxes"][0]
+
+
+def test_raster_tiles_the_image(env) -> None:
+    policy = make_baseline("raster", env)
+    assert isinstance(policy, RasterPolicy) and policy.tiles == 4
+    boxes = episode_boxes(env, policy)
+    # 4x4 tiles of 56 px (scale (56-32)/192 = 0.125); row-major, the first 12 of 16.
+    expected = [[56 * r, 56 * c, 56 * r + 56, 56 * c + 56] for r in range(4) for c in range(4)][:12]
+    np.testing.assert_array_equal(boxes, expected)
+
+
+def test_centre_zoom_out(env) -> None:
+    boxes = episode_boxes(env, make_baseline("centre-zoom", env))
+    np.testing.assert_array_equal(boxes[0], [96, 96, 128, 128])  # smallest glimpse, centred
+    np.testing.assert_array_equal(boxes[-1], [0, 0, 224, 224])  # the whole image last
+    sides = boxes[:, 2] - boxes[:, 0]
+    assert np.all(np.diff(sides) > 0)
+
+
+def test_whole_image_first(env) -> None:
+    policy = make_baseline("whole-first", env)
+    assert isinstance(policy, WholeImageFirstPolicy)
+    boxes = episode_boxes(env, policy)
+    np.testing.assert_array_equal(boxes[0], [0, 0, 224, 224])
+    np.testing.assert_array_equal(boxes[1], [0, 0, 56, 56])  # then the 4x4 raster (11 glimpses -> 4 tiles)
+
+
+def test_random_is_seeded_and_single_observations_work(env) -> None:
+    observation, _ = env.reset(seed=0)
+    first, _ = make_baseline("random", env, seed=4).predict(observation)
+    second, _ = make_baseline("random", env, seed=4).predict(observation)
+    np.testing.assert_array_equal(first, second)
+    single = {key: value[0] for key, value in observation.items()}
+    action, state = CentreZoomOutPolicy.for_env(env).predict(single)
+    assert action.shape == (3,) and state is None
+
+
+def test_unknown_baseline(env) -> None:
+    with pytest.raises(ValueError, match=str(list(BASELINES))[:20].replace("[", r"\[")):
+        make_baseline("spiral", env)
