@@ -1,0 +1,380 @@
+"""Train the elastic MAE on random glimpses, so the frozen model behind the env is good at every step.
+
+Readable top to bottom (CleanRL style): arguments, seeding, data, model, loop, logging, checkpoints.
+
+Each batch takes ``k`` glimpses per image, ``k`` drawn per batch between ``--min-glimpses`` and
+``--max-glimpses`` (so the model sees every episode length): with probability ``--whole-image-first`` the first
+glimpse covers the whole image as a coarse ``g x g`` grid (spec §1.5), the rest are squares of random position and
+scale cut exactly as the env cuts them (:func:`adaglimpse_env.glimpse.extract_glimpses`). The loss is the
+original's for the task: per-image pixel MSE summed over the batch (reconstruction, spec §2.3), cross-entropy
+or KL to a ``timm`` teacher (classification), per-pixel cross-entropy (segmentation).
+
+Usage::
+
+    python scripts/pretrain_mae.py --config configs/pretrain/embedded_tiny.yaml
+    python scripts/pretrain_mae.py --dataset folder --data-root photos/ --steps 2000 --output runs/mae
+    python scripts/pretrain_mae.py --config ... --resume                      # continue a killed run
+    torchrun --nproc_per_node 2 scripts/pretrain_mae.py --config ...            # data-parallel (gloo/nccl)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader
+
+from adaglimpse_env.datasets import ImageSource
+from adaglimpse_env.envs.factory import build_image_source
+from adaglimpse_env.glimpse import extract_glimpses
+from adaglimpse_env.models import ElasticMAE, create_model, create_task_head, load_model, save_model
+from adaglimpse_env.models.checkpoint import atomic_torch_save, safe_torch_load
+from adaglimpse_env.normalization import to_pixels
+from agents.config import parse_config
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of a run; a YAML file under ``configs/pretrain/`` sets any subset, flags override it."""
+
+    task: str = "reconstruction"
+    model_size: str = "tiny"
+    num_segmentation_classes: int = 150
+    dataset: str = "photos"
+    data_root: str | None = None
+    val_dataset: str | None = None
+    val_data_root: str | None = None
+    init_checkpoint: str | None = None
+    teacher: str | None = None
+    teacher_checkpoint: str | None = None
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grid_size: int = 2
+    min_glimpses: int = 1
+    max_glimpses: int = 12
+    whole_image_first: float = 0.5
+    num_workers: int = 2
+    seed: int = 0
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    amp: bool = True
+    threads: int | None = None
+    output: str = "runs/pretrain"
+    log_every: int = 25
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    eval_glimpses: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 12])
+    save_dtype: str = "float16"
+    resume: bool = False
+
+
+def parse_args(argv: list[str] | None) -> PretrainConfig:
+    return parse_config(PretrainConfig, argv, __doc__.splitlines()[0])
+
+
+# ---------------------------------------------------------------------------------------------------- glimpses
+def sample_glimpses(
+    images: torch.Tensor, num_glimpses: int, grid_size: int, whole_first: bool, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num_glimpses`` glimpses per image, cut as the env cuts them.
+
+    Returns:
+        ``(patches (B, k*g*g, 3, 16, 16), boxes (B, k*g*g, 4))``.
+    """
+    batch = images.shape[0]
+    unit = torch.rand(batch, num_glimpses, 3, generator=generator).to(images.device)
+    if whole_first and num_glimpses:
+        unit[:, 0] = torch.tensor([0.0, 0.0, 1.0], device=images.device)  # whole image as a coarse grid
+    patches, boxes = [], []
+    for k in range(num_glimpses):
+        glimpse_patches, glimpse_boxes = extract_glimpses(images, unit[:, k], grid_size)
+        patches.append(glimpse_patches)
+        boxes.append(glimpse_boxes)
+    if not patches:
+        return images.new_zeros(batch, 0, 3, 16, 16), torch.zeros(batch, 0, 4, dtype=torch.long, device=images.device)
+    return torch.cat(patches, dim=1), torch.cat(boxes, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def learning_rate(step: int, config: PretrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr``."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def endless(loader: DataLoader, epoch_setter: Any = None) -> Any:
+    epoch = 0
+    while True:
+        if epoch_setter is not None:
+            epoch_setter(epoch)
+        yield from loader
+        epoch += 1
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack readable samples (unreadable files come back as error records and are dropped)."""
+    good = [s for s in samples if "error" not in s]
+    if not good:
+        return {}
+    batch = {"image": torch.stack([s["image"] for s in good]), "label": torch.stack([s["label"] for s in good])}
+    if "mask" in good[0]:
+        batch["mask"] = torch.stack([s["mask"] for s in good])
+    return batch
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """Pairs each index with a seed for its augmentation, fixed by the run seed and the epoch."""
+
+    def __init__(self, source: ImageSource, seed: int) -> None:
+        self.source, self.seed, self.epoch = source, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.source[(index, hash((self.seed, self.epoch, index)) % (2**31 - 1))]
+
+
+def build_teacher(config: PretrainConfig, device: torch.device) -> torch.nn.Module | None:
+    """Optional classification teacher from timm (by name, weights from a local file: nothing is downloaded)."""
+    if not config.teacher:
+        return None
+    import timm
+
+    teacher = timm.create_model(config.teacher, pretrained=False, checkpoint_path=config.teacher_checkpoint or "")
+    return teacher.to(device).eval().requires_grad_(False)
+
+
+def task_loss(
+    model: ElasticMAE, config: PretrainConfig, batch: dict[str, torch.Tensor], latent: torch.Tensor, teacher: Any
+) -> torch.Tensor:
+    head = create_task_head(config.task)
+    prediction = head.predict(model, latent)
+    images = batch["image"]
+    if config.task == "classification" and teacher is not None:
+        with torch.no_grad():
+            target_logits = teacher(images).float()
+        # spec §3.5: KL(teacher || student) summed over classes, mean over the batch.
+        kl = F.kl_div(
+            prediction.float().log_softmax(-1), target_logits.log_softmax(-1), log_target=True, reduction="none"
+        )
+        return kl.sum(-1).mean()
+    target = batch.get("label") if config.task == "classification" else batch.get("mask")
+    return head.loss(model, prediction.float(), images, target)
+
+
+@torch.no_grad()
+def evaluate(
+    model: ElasticMAE, config: PretrainConfig, batches: list[dict[str, torch.Tensor]], device: torch.device
+) -> dict[int, float]:
+    """Task metric after ``k`` random glimpses (whole image first) for each ``k`` of ``eval_glimpses``, on fixed
+    held-out batches with a fixed seed: RMSE (0-255) for reconstruction, accuracy for classification, pixel
+    accuracy for segmentation."""
+    model.eval()
+    head = create_task_head(config.task)
+    results = {}
+    for count in config.eval_glimpses:
+        generator = torch.Generator().manual_seed(1234)
+        total, numerator = 0.0, 0.0
+        for batch in batches:
+            images = batch["image"].to(device)
+            patches, boxes = sample_glimpses(images, count, config.grid_size, True, generator)
+            prediction = head.predict(model, model.forward_encoder(patches, boxes).latent).float()
+            if config.task == "reconstruction":
+                error = to_pixels(model.unpatchify(prediction)) - to_pixels(images)
+                numerator += float(error.square().sum())
+                total += error.numel()
+            elif config.task == "classification":
+                numerator += float((prediction.argmax(-1) == batch["label"].to(device)).sum())
+                total += images.shape[0]
+            else:
+                mask = batch["mask"].to(device)
+                valid = mask != 255
+                numerator += float(((prediction.argmax(1) == mask) & valid).sum())
+                total += float(valid.sum())
+        value = numerator / max(total, 1)
+        results[count] = math.sqrt(value) if config.task == "reconstruction" else value
+    model.train()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        dist.init_process_group("nccl" if config.device.startswith("cuda") else "gloo")
+        rank = dist.get_rank()
+        if config.device.startswith("cuda"):
+            config.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    is_main = rank == 0
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
+    output = Path(config.output)
+    state_path, model_path = output / "training_state.pt", output / "model.pt"
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".write_test"
+        probe.write_text("ok")  # fail now, not after an hour, if the output folder is not writable
+        probe.unlink()
+    torch.manual_seed(config.seed + rank)
+    np.random.seed(config.seed + rank)
+
+    # Data: random resized crops of the training images; fixed centre crops of held-out ones for evaluation.
+    model = create_model(config.model_size, config.task, config.num_segmentation_classes).to(device)
+    size = model.config.img_size[0]
+    train_source = build_image_source(config.dataset, config.data_root, "train", config.task, size, augment=True)
+    val_source = build_image_source(
+        config.val_dataset or config.dataset, config.val_data_root or config.data_root, "val", config.task, size,
+        augment=False,
+    )  # fmt: skip
+    samples = SeededSamples(train_source, config.seed + 1000 * rank)
+    loader = DataLoader(
+        samples, batch_size=config.batch_size, shuffle=True, drop_last=len(samples) >= config.batch_size,
+        num_workers=config.num_workers, collate_fn=collate, persistent_workers=config.num_workers > 0,
+        generator=torch.Generator().manual_seed(config.seed + rank),
+    )  # fmt: skip
+    val_loader = DataLoader(val_source, batch_size=config.batch_size, collate_fn=collate)
+    val_batches = [b for b in val_loader if b]
+
+    # Model and optimiser, optionally starting from another checkpoint's matching weights (e.g. a
+    # reconstruction-pretrained encoder for a classification fine-tune).
+    if config.init_checkpoint:
+        source_state = load_model(config.init_checkpoint).model.state_dict()
+        own = model.state_dict()
+        matching = {k: v for k, v in source_state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(matching, strict=False)
+        if is_main:
+            print(f"initialised {len(matching)}/{len(own)} tensors from {config.init_checkpoint}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step, elapsed = 0, 0.0
+    if config.resume and state_path.exists():
+        state = safe_torch_load(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        torch.set_rng_state(state["torch_rng"])
+        if is_main:
+            print(f"resumed from {state_path} at step {step}")
+    trainable: torch.nn.Module = model
+    if distributed:
+        # The loss also uses heads outside forward() and some (e.g. the classifier in reconstruction) get no
+        # gradient, hence find_unused_parameters.
+        trainable = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    teacher = build_teacher(config, device)
+    use_amp = config.amp and device.type == "cuda"
+
+    writer = None
+    if is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(output / "tensorboard"))
+        writer.add_text("config", f"```\n{yaml.safe_dump(asdict(config))}\n```", step)
+
+    def save(final: bool = False) -> None:
+        if not is_main:
+            return
+        atomic_torch_save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed,
+             "torch_rng": torch.get_rng_state(), "config": asdict(config)},
+            state_path,
+        )  # fmt: skip
+        metadata = {
+            "command": "python scripts/pretrain_mae.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "step": step,
+            "wall_time_s": round(elapsed, 1),
+            "device": str(device),
+            "train_images": len(train_source),
+            "config": asdict(config),
+        }
+        dtype = {"float16": torch.float16, "float32": None}[config.save_dtype]
+        save_model(model_path, model, config.task, metadata=metadata, dtype=dtype)
+
+    from tqdm import tqdm
+
+    progress = tqdm(total=config.steps, initial=step, disable=not is_main, desc="pretrain", unit="step")
+    generator = torch.Generator().manual_seed(config.seed * 7919 + rank + step)
+    batches = endless(loader, lambda epoch: setattr(samples, "epoch", epoch))
+    model.train()
+    while step < config.steps:
+        start = time.perf_counter()
+        batch = next(batches)
+        if not batch:
+            continue
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        count = int(torch.randint(config.min_glimpses, config.max_glimpses + 1, (1,), generator=generator))
+        whole_first = bool(torch.rand(1, generator=generator) < config.whole_image_first)
+        patches, boxes = sample_glimpses(batch["image"], count, config.grid_size, whole_first, generator)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+        with autocast:
+            latent = trainable(patches, boxes)  # ElasticMAE.forward = encoder latent
+            loss = task_loss(model, config, batch, latent, teacher)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        elapsed += time.perf_counter() - start
+        progress.update(1)
+        if writer is not None and step % config.log_every == 0:
+            writer.add_scalar("train/loss", loss.item(), step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            writer.add_scalar(f"train/loss_by_glimpses/{count}", loss.item(), step)
+            progress.set_postfix(loss=f"{loss.item():.3f}", glimpses=count)
+        if is_main and (step % config.eval_every == 0 or step == config.steps) and val_batches:
+            results = evaluate(model, config, val_batches, device)
+            name = {"reconstruction": "rmse", "classification": "accuracy", "segmentation": "pixel_accuracy"}[
+                config.task
+            ]
+            for count_eval, value in results.items():
+                assert writer is not None
+                writer.add_scalar(f"val/{name}_after_{count_eval}_glimpses", value, step)
+            progress.write(f"step {step}: val {name} " + ", ".join(f"{k}:{v:.3f}" for k, v in results.items()))
+            if config.task == "reconstruction" and writer is not None:
+                with torch.no_grad():
+                    model.eval()
+                    images = val_batches[0]["image"][:4].to(device)
+                    patches_v, boxes_v = sample_glimpses(
+                        images, 8, config.grid_size, True, torch.Generator().manual_seed(0)
+                    )
+                    recon = model.unpatchify(model.forward_decoder(model.forward_encoder(patches_v, boxes_v).latent))
+                    writer.add_images(
+                        "val/reconstruction_8_glimpses", to_pixels(torch.cat((images, recon))) / 255, step
+                    )
+                    model.train()
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save()
+    progress.close()
+    if writer is not None:
+        writer.close()
+    if is_main:
+        print(f"done: {step} steps in {elapsed / 60:.1f} min of training; model written to {model_path}")
+    if distributed:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
