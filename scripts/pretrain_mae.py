@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
@@ -179,6 +180,26 @@ def task_loss(
     return head.loss(model, prediction.float(), images, target)
 
 
+class TaskLoss(torch.nn.Module):
+    """The whole training computation in one ``forward`` (encoder, head, loss), so DDP sees every parameter use.
+
+    Args:
+        model: the elastic MAE being trained.
+        config: the run configuration.
+        teacher: optional frozen classification teacher (kept out of the module tree: it is not trained).
+    """
+
+    def __init__(self, model: ElasticMAE, config: PretrainConfig, teacher: torch.nn.Module | None) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self._teacher = (teacher,)
+
+    def forward(self, patches: torch.Tensor, boxes: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        latent = self.model.forward_encoder(patches, boxes).latent
+        return task_loss(self.model, self.config, batch, latent, self._teacher[0])
+
+
 @torch.no_grad()
 def evaluate(
     model: ElasticMAE, config: PretrainConfig, batches: list[dict[str, torch.Tensor]], device: torch.device
@@ -274,14 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_rng_state(state["torch_rng"])
         if is_main:
             print(f"resumed from {state_path} at step {step}")
-    trainable: torch.nn.Module = model
-    if distributed:
-        # The loss also uses heads outside forward() and some (e.g. the classifier in reconstruction) get no
-        # gradient, hence find_unused_parameters.
-        trainable = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
     teacher = build_teacher(config, device)
+    trainable: torch.nn.Module = TaskLoss(model, config, teacher)
+    if distributed:
+        # Some parameters (e.g. the classifier head when reconstructing) get no gradient: find_unused_parameters.
+        trainable = torch.nn.parallel.DistributedDataParallel(
+            trainable, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     use_amp = config.amp and device.type == "cuda"
 
     writer = None
@@ -329,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             group["lr"] = learning_rate(step, config)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
         with autocast:
-            latent = trainable(patches, boxes)  # ElasticMAE.forward = encoder latent
-            loss = task_loss(model, config, batch, latent, teacher)
+            loss = trainable(patches, boxes, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -339,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         elapsed += time.perf_counter() - start
         progress.update(1)
         if writer is not None and step % config.log_every == 0:
+            with (output / "train_log.jsonl").open("a") as log:
+                log.write(json.dumps({"step": step, "loss": loss.item(), "glimpses": count}) + "\n")
             writer.add_scalar("train/loss", loss.item(), step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             writer.add_scalar(f"train/loss_by_glimpses/{count}", loss.item(), step)

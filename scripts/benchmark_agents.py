@@ -1,0 +1,214 @@
+"""Train and evaluate RL algorithms and baselines on one glimpse env, same budget and seeds, one table.
+
+Every algorithm trains for ``--timesteps`` env steps on the training images through the native vector env
+(:class:`agents.sb3_adapter.GlimpseSB3VecEnv`), then acts deterministically on held-out images; baselines are only
+evaluated. The table gives the task metric after the last glimpse (mean ± std over seeds), the final score, the
+training wall time and env steps per second. Runs can be spread over worker processes (``--workers``).
+
+Add an algorithm in a few lines: put a factory in :data:`ALGORITHMS`::
+
+    ALGORITHMS["my_sac"] = lambda env, seed, device: SAC("MultiInputPolicy", env, seed=seed, device=device,
+                                                          policy_kwargs=sac_policy_kwargs(), learning_rate=3e-4)
+
+Usage::
+
+    python scripts/benchmark_agents.py --algorithms sac --baselines random raster --seeds 0 1 2 --timesteps 10000
+    python scripts/benchmark_agents.py --env-id AdaGlimpse-ImageNet-Reconstruction-v0 \\
+        --env-kwargs data_root=/data/imagenet checkpoint=mae.ckpt --algorithms sac td3 ppo tqc --workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import A2C, DDPG, PPO, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+import adaglimpse_env  # noqa: F401  (registers the ids)
+from adaglimpse_env import GlimpseVectorEnv
+from agents.baselines import BASELINES, make_baseline
+from agents.evaluation import run_policy
+from agents.features import GlimpseFeaturesExtractor, sac_policy_kwargs
+from agents.replay import Float16DictReplayBuffer
+from agents.sac import make_sac
+from agents.sb3_adapter import make_sb3_vec_env
+
+Factory = Callable[[VecEnv, int, str], BaseAlgorithm]
+
+
+def _off_policy(algorithm: type[OffPolicyAlgorithm], **kwargs: Any) -> Factory:
+    def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+        return algorithm(
+            "MultiInputPolicy", env, seed=seed, device=device, policy_kwargs=sac_policy_kwargs(),
+            replay_buffer_class=Float16DictReplayBuffer, buffer_size=10_000, batch_size=128, **kwargs,
+        )  # fmt: skip
+
+    return build
+
+
+def _on_policy(algorithm: type[BaseAlgorithm], **kwargs: Any) -> Factory:
+    def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+        policy_kwargs = {"features_extractor_class": GlimpseFeaturesExtractor, "share_features_extractor": False}
+        return algorithm("MultiInputPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs, **kwargs)
+
+    return build
+
+
+def _contrib(name: str, **kwargs: Any) -> Factory:
+    def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+        try:
+            import sb3_contrib
+        except ImportError as error:
+            raise SystemExit(f"{name} needs sb3-contrib: pip install 'adaglimpse-env[benchmark]'") from error
+        return _off_policy(getattr(sb3_contrib, name), **kwargs)(env, seed, device)
+
+    return build
+
+
+#: name -> factory(env, seed, device). SAC is the paper's (make_sac); the others share its trunk and buffer.
+ALGORITHMS: dict[str, Factory] = {
+    "sac": lambda env, seed, device: make_sac(env, seed=seed, device=device, learning_starts=2_000),
+    "td3": _off_policy(TD3, learning_starts=2_000),
+    "ddpg": _off_policy(DDPG, learning_starts=2_000),
+    "tqc": _contrib("TQC", learning_starts=2_000),
+    "crossq": _contrib("CrossQ", learning_starts=2_000),
+    "ppo": _on_policy(PPO, n_steps=64, batch_size=128),
+    "a2c": _on_policy(A2C, n_steps=16),
+}
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train (unless a baseline) and evaluate one (policy, seed) pair; runs in a worker process."""
+    torch.set_num_threads(job["threads"])
+    kwargs = job["env_kwargs"]
+    eval_env = gym.make_vec(job["env_id"], num_envs=job["eval_envs"], split="val", **kwargs)
+    assert isinstance(eval_env, GlimpseVectorEnv)
+    train_seconds, steps_per_second = 0.0, float("nan")
+    if job["name"] in BASELINES:
+        policy: Any = make_baseline(job["name"], eval_env, seed=job["seed"])
+    else:
+        train_env = make_sb3_vec_env(job["env_id"], num_envs=job["num_envs"], split="train", **kwargs)
+        policy = ALGORITHMS[job["name"]](train_env, job["seed"], job["device"])
+        start = time.perf_counter()
+        policy.learn(job["timesteps"])
+        train_seconds = time.perf_counter() - start
+        steps_per_second = policy.num_timesteps / train_seconds
+        train_env.close()
+    result = run_policy(eval_env, policy, job["eval_episodes"], seed=10_000)
+    eval_env.close()
+    return {
+        "name": job["name"],
+        "seed": job["seed"],
+        "metric": result["metric"],
+        "final_metric": result["metric_by_glimpse"][-1],
+        "metric_by_glimpse": result["metric_by_glimpse"],
+        "final_score": result["final_score"],
+        "train_seconds": train_seconds,
+        "env_steps_per_second": steps_per_second,
+    }
+
+
+def summarise(results: list[dict[str, Any]], order: list[str]) -> str:
+    metric = results[0]["metric"]
+    lines = [
+        f"| policy | seeds | {metric} after last glimpse | final score | train wall time (s) | env steps/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in order:
+        rows = [r for r in results if r["name"] == name]
+        if not rows:
+            continue
+        values = np.array([r["final_metric"] for r in rows])
+        scores = np.array([r["final_score"] for r in rows])
+        wall = np.mean([r["train_seconds"] for r in rows])
+        speed = np.mean([r["env_steps_per_second"] for r in rows])
+        lines.append(
+            f"| {name} | {len(rows)} | {values.mean():.2f} ± {values.std():.2f} | {scores.mean():.2f} | "
+            f"{wall:.0f} | {'-' if np.isnan(speed) else f'{speed:.0f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-id", default="AdaGlimpse-Photos-v0")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--algorithms", nargs="*", default=["sac"], choices=sorted(ALGORITHMS))
+    parser.add_argument("--baselines", nargs="*", default=["random", "raster"], choices=sorted(BASELINES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--timesteps", type=int, default=10_000)
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--eval-episodes", type=int, default=64)
+    parser.add_argument("--eval-envs", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    parser.add_argument("--output", type=Path, default=Path("runs/benchmark_agents/results.json"))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env_kwargs = {}
+    for item in args.env_kwargs:
+        key, value = item.split("=", 1)
+        try:
+            env_kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            env_kwargs[key] = value
+    threads = args.threads or max(1, torch.get_num_threads() // args.workers)
+    names = [*args.algorithms, *args.baselines]
+    jobs = [
+        {
+            "name": name,
+            "seed": seed,
+            "env_id": args.env_id,
+            "env_kwargs": env_kwargs,
+            "timesteps": args.timesteps,
+            "num_envs": args.num_envs,
+            "eval_envs": args.eval_envs,
+            "eval_episodes": args.eval_episodes,
+            "device": args.device,
+            "threads": threads,
+        }
+        for name in names
+        for seed in args.seeds
+    ]
+    start = time.perf_counter()
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(run_one, jobs))
+    else:
+        results = []
+        for job in jobs:
+            results.append(run_one(job))
+            print(f"{job['name']} seed {job['seed']}: {results[-1]['final_metric']:.3f}", file=sys.stderr)
+    total = time.perf_counter() - start
+    print(
+        f"\n{args.env_id}: {args.timesteps} env steps per run, seeds {args.seeds}, "
+        f"{args.eval_episodes} held-out episodes per run; {total / 60:.1f} min in all\n"
+    )
+    print(summarise(results, names))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps({"args": vars(args) | {"output": str(args.output)}, "results": results}, indent=2)
+    )
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""train_sac, evaluate and benchmark_agents end to end on a tiny env (generated folder, 1-block model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import benchmark_agents  # noqa: E402
+import evaluate  # noqa: E402
+import train_sac  # noqa: E402
+from tiny_models import tiny_model  # noqa: E402
+
+from adaglimpse_env.models import save_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    root = tmp_path_factory.mktemp("script_env")
+    for i in range(5):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    save_model(root / "tiny.pt", tiny_model(), "reconstruction")
+    kwargs = [f"data_root={root}", f"checkpoint={root / 'tiny.pt'}", "num_glimpses=2"]
+    return ["--env-id", "AdaGlimpse-ImageFolder-v0", "--env-kwargs", *kwargs]
+
+
+def sac_args(env_args: list[str], output: Path, total: int) -> list[str]:
+    return [
+        *env_args, "--num-envs", "2", "--total-timesteps", str(total), "--learning-starts", "8", "--buffer-size", "64",
+        "--batch-size", "8", "--eval-every", "1000000", "--eval-episodes", "2", "--eval-envs", "2",
+        "--checkpoint-every", "16", "--output", str(output), "--no-progress-bar", "--threads", "1",
+    ]  # fmt: skip
+
+
+def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_path: Path) -> None:
+    assert train_sac.main(sac_args(env_args, tmp_path, 32)) == 0
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress == {"num_timesteps": 32, "replay_buffer": True}
+    summary = json.loads((tmp_path / "evaluation.json").read_text())
+    assert summary["num_timesteps"] == 32 and len(summary["evaluations"][-1]["metric_by_glimpse"]) == 3
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_killed_run_resumes_from_last_checkpoint(env_args: list[str], tmp_path: Path) -> None:
+    # A long run killed with SIGKILL once its first checkpoint exists, then resumed to a short total.
+    command = [sys.executable, str(SCRIPTS / "train_sac.py"), *sac_args(env_args, tmp_path, 100_000)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    deadline = time.time() + 240
+    while not (tmp_path / "progress.json").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = json.loads((tmp_path / "progress.json").read_text())["num_timesteps"]
+    assert saved >= 16
+    assert train_sac.main([*sac_args(env_args, tmp_path, saved + 16), "--resume"]) == 0
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress["num_timesteps"] == saved + 16
+
+    from stable_baselines3 import SAC
+
+    model = SAC.load(tmp_path / "model.zip")
+    model.load_replay_buffer(tmp_path / "replay_buffer.pkl")
+    assert model.replay_buffer is not None and model.replay_buffer.size() > 0
+
+
+def test_evaluate_prints_table_and_writes_files(env_args: list[str], tmp_path: Path, capsys) -> None:
+    args = [*env_args, "--policies", "random", "raster", "--episodes", "3", "--num-envs", "2", "--mean-image",
+            "--show-glimpses", "0", "1", "2", "--output", str(tmp_path / "results")]  # fmt: skip
+    assert evaluate.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| raster |" in out and "mean-image predictor" in out
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [r["policy"] for r in rows] == ["random", "raster", "mean-image predictor"]
+    assert all(len(r["metric_by_glimpse"]) == 3 for r in rows)
+    assert (tmp_path / "results.csv").read_text().startswith("policy,final_score")
+
+
+def test_benchmark_agents_table(env_args: list[str], tmp_path: Path, capsys) -> None:
+    args = [*env_args, "--algorithms", "sac", "ppo", "--baselines", "random", "--seeds", "0", "--timesteps", "16",
+            "--num-envs", "2", "--eval-episodes", "2", "--eval-envs", "2",
+            "--output", str(tmp_path / "r.json")]  # fmt: skip
+    assert benchmark_agents.main(args) == 0
+    out = capsys.readouterr().out
+    for name in ("sac", "ppo", "random"):
+        assert f"| {name} | 1 |" in out
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert {r["name"] for r in results} == {"sac", "ppo", "random"}

@@ -1,0 +1,82 @@
+"""Pretraining: the loss falls on a tiny folder, a resumed run continues from its step, DDP runs under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+import pretrain_mae
+
+from adaglimpse_env.models import load_model
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pretrain_mae.py"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pretrain_images")
+    ys, xs = np.mgrid[0:96, 0:128]
+    for i in range(4):  # smooth colour gradients: learnable in a few steps
+        image = np.stack([(xs * (i + 1)) % 255, (ys * 2) % 255, np.full_like(xs, 40 * i)], axis=-1)
+        Image.fromarray(image.astype(np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def base_args(folder: Path, output: Path, steps: int) -> list[str]:
+    return [
+        "--dataset", "folder", "--data-root", str(folder), "--model-size", "tiny", "--steps", str(steps),
+        "--batch-size", "4", "--lr", "0.002", "--warmup-steps", "2", "--num-workers", "0", "--log-every", "1",
+        "--eval-every", "1000", "--checkpoint-every", "5", "--eval-glimpses", "0", "2", "--min-glimpses", "2",
+        "--max-glimpses", "2", "--output", str(output), "--threads", "1",
+    ]  # fmt: skip
+
+
+def losses(output: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (output / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_checkpoint_loads_with_metadata(folder: Path, tmp_path: Path) -> None:
+    assert pretrain_mae.main(base_args(folder, tmp_path, 30)) == 0
+    history = losses(tmp_path)
+    assert len(history) == 30
+    assert np.mean(history[-5:]) < 0.8 * np.mean(history[:5])
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.task == "reconstruction" and loaded.metadata["step"] == 30
+    assert "pretrain_mae.py" in loaded.metadata["command"]
+
+
+def test_resume_continues_from_saved_step(folder: Path, tmp_path: Path) -> None:
+    assert pretrain_mae.main(base_args(folder, tmp_path, 5)) == 0
+    assert pretrain_mae.main([*base_args(folder, tmp_path, 8), "--resume"]) == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))  # 1..5, then 6..8: nothing repeated, nothing skipped
+    assert load_model(tmp_path / "model.pt").metadata["step"] == 8
+
+
+def test_unwritable_output_fails_at_start(folder: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError):
+        pretrain_mae.main(base_args(folder, blocker / "run", 2))
+
+
+@pytest.mark.slow
+def test_ddp_under_torchrun_with_two_cpu_processes(folder: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        str(SCRIPT), *base_args(folder, tmp_path, 1), "--device", "cpu",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_model(tmp_path / "model.pt").metadata["step"] == 1
