@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from original_layout import original_actor_shapes
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 
@@ -81,49 +82,11 @@ def test_empty_patches_move_batchnorm_statistics_in_train_mode() -> None:
 
 def test_parameter_names_and_shapes_match_the_original_trunk() -> None:
     # Spec §6.4, ActorNet without its head, D = 192.
-    expected_parameters = {
-        "input_layers.0.0.weight": (128, 32),
-        "input_layers.0.0.bias": (128,),
-        "input_layers.0.1.weight": (128,),
-        "input_layers.0.1.bias": (128,),
-        "input_layers.1.0.weight": (128, 1),
-        "input_layers.1.0.bias": (128,),
-        "input_layers.1.1.weight": (128,),
-        "input_layers.1.1.bias": (128,),
-        "input_layers.2.0.weight": (128, 4),
-        "input_layers.2.0.bias": (128,),
-        "input_layers.2.1.weight": (128,),
-        "input_layers.2.1.bias": (128,),
-        "input_layers.3.0.weight": (128, 192),
-        "input_layers.3.0.bias": (128,),
-        "input_layers.3.1.weight": (128,),
-        "input_layers.3.1.bias": (128,),
-        "pooling.input_layer.0.weight": (256, 512),
-        "pooling.input_layer.0.bias": (256,),
-        "pooling.input_layer.1.weight": (256,),
-        "pooling.input_layer.1.bias": (256,),
-        "pooling.attention.0.weight": (256, 256),
-        "pooling.attention.0.bias": (256,),
-        "pooling.attention.2.weight": (8, 256),
-        "pooling.attention.2.bias": (8,),
-        "pooling.output_layer.0.weight": (256, 256),
-        "pooling.output_layer.0.bias": (256,),
-        "pooling.output_layer.1.weight": (256,),
-        "pooling.output_layer.1.bias": (256,),
-        "patch_net_conv.0.weight": (8, 3, 5, 5),
-        "patch_net_conv.0.bias": (8,),
-        "patch_net_conv.1.weight": (8,),
-        "patch_net_conv.1.bias": (8,),
-        "patch_net_conv.4.weight": (32, 8, 5, 5),
-        "patch_net_conv.4.bias": (32,),
-        "patch_net_conv.5.weight": (32,),
-        "patch_net_conv.5.bias": (32,),
-    }
-    expected_buffers = {
-        f"patch_net_conv.{i}.{name}": shape
-        for i, channels in ((1, 8), (5, 32))
-        for name, shape in (("running_mean", (channels,)), ("running_var", (channels,)), ("num_batches_tracked", ()))
-    }
+    expected = {k: v for k, v in original_actor_shapes(192).items() if not k.startswith("head.")}
+    buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    expected_parameters = {k: v for k, v in expected.items() if not k.endswith(buffer_names)}
+    expected_buffers = {k: v for k, v in expected.items() if k.endswith(buffer_names)}
+    assert len(expected_buffers) == 6
     extractor = GlimpseFeaturesExtractor(full_space())
     assert {k: tuple(v.shape) for k, v in extractor.named_parameters()} == expected_parameters
     assert {k: tuple(v.shape) for k, v in extractor.state_dict().items()} == expected_parameters | expected_buffers
