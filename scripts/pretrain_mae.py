@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,10 @@ class PretrainConfig:
 
     task: str = "reconstruction"
     model_size: str = "tiny"
+    layer_scale_init: float = 1e-4
+    crop_scale_min: float = 0.2
+    color_jitter: float = 0.0
+    vertical_flip: bool = False
     num_segmentation_classes: int = 150
     dataset: str = "photos"
     data_root: str | None = None
@@ -260,9 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(config.seed + rank)
 
     # Data: random resized crops of the training images; fixed centre crops of held-out ones for evaluation.
-    model = create_model(config.model_size, config.task, config.num_segmentation_classes).to(device)
+    model = create_model(
+        config.model_size, config.task, config.num_segmentation_classes, layer_scale_init=config.layer_scale_init
+    ).to(device)
     size = model.config.img_size[0]
     train_source = build_image_source(config.dataset, config.data_root, "train", config.task, size, augment=True)
+    train_source.transform = replace(
+        train_source.transform,
+        scale=(config.crop_scale_min, 1.0),
+        color_jitter=config.color_jitter,
+        vertical_flip=config.vertical_flip,
+    )
     val_source = build_image_source(
         config.val_dataset or config.dataset, config.val_data_root or config.data_root, "val", config.task, size,
         augment=False,

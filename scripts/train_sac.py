@@ -57,7 +57,7 @@ class TrainConfig:
 
     env_id: str = "AdaGlimpse-Photos-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    num_envs: int = 16
+    num_envs: int = 32
     total_timesteps: int = 40_000
     learning_rate: float = PAPER_SAC["learning_rate"]
     lr_schedule: bool = True

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from adaglimpse_env.image_io import to_model_tensor
 
@@ -27,6 +27,10 @@ class TransformConfig:
         ratio: aspect-ratio range of the random crop.
         eval_resize: ``"center_crop"`` (short side to ``size``, centre square) or ``"squash"`` (resize to
             ``size x size`` ignoring the aspect ratio, as the original's evaluation does, spec §8.16).
+        color_jitter: in training, brightness, contrast and saturation factors drawn from
+            ``[1 - color_jitter, 1 + color_jitter]`` (0: off). Used for pretraining on few photos, where colour
+            would otherwise identify the photo.
+        vertical_flip: in training, also flip upside down half the time.
     """
 
     size: int = 224
@@ -34,6 +38,8 @@ class TransformConfig:
     scale: tuple[float, float] = (0.2, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     eval_resize: str = "center_crop"
+    color_jitter: float = 0.0
+    vertical_flip: bool = False
 
     def __post_init__(self) -> None:
         if self.eval_resize not in ("center_crop", "squash"):
@@ -90,21 +96,31 @@ def transform_sample(
         ``(image (3, size, size) float32 normalised, mask (size, size) int64 or None)``.
     """
     width, height = image.size
-    flip = False
+    flip = vertical = False
+    rng = np.random.default_rng(seed)
     if config.train:
-        rng = np.random.default_rng(seed)
         box = random_resized_crop_box(width, height, config.scale, config.ratio, rng)
         flip = bool(rng.random() < 0.5)
+        vertical = config.vertical_flip and bool(rng.random() < 0.5)
     else:
         box = _eval_box(width, height, config)
     size = (config.size, config.size)
     image = image.resize(size, Image.Resampling.BICUBIC if config.train else Image.Resampling.BILINEAR, box=box)
-    if flip:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    image = _flip(image, flip, vertical)
+    if config.train and config.color_jitter > 0:
+        low, high = 1.0 - config.color_jitter, 1.0 + config.color_jitter
+        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            image = enhance(image).enhance(float(rng.uniform(low, high)))
     mask_tensor = None
     if mask is not None:
-        mask = mask.resize(size, Image.Resampling.NEAREST, box=box)
-        if flip:
-            mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        mask = _flip(mask.resize(size, Image.Resampling.NEAREST, box=box), flip, vertical)
         mask_tensor = torch.from_numpy(np.asarray(mask, dtype=np.int64).copy())
     return to_model_tensor(image), mask_tensor
+
+
+def _flip(image: Image.Image, horizontal: bool, vertical: bool) -> Image.Image:
+    if horizontal:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if vertical:
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return image
