@@ -14,7 +14,8 @@ ENTRY_POINT = "adaglimpse_env.envs.factory:make_env"
 VECTOR_ENTRY_POINT = "adaglimpse_env.envs.factory:make_vector_env"
 
 #: id -> preset kwargs. ``data_env_var`` / ``checkpoint_env_var`` name the environment variables read when
-#: ``data_root`` / ``checkpoint`` are not given.
+#: ``data_root`` / ``checkpoint`` are not given. Dataset ids decode JPEGs in 2 background worker processes
+#: (``num_workers``) so the model never waits on decoding; ``num_workers=0`` decodes in the calling process.
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     # The offline default: photographs and a model shipped inside the package; runs with no arguments.
     "AdaGlimpse-Photos-v0": {
@@ -25,6 +26,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
     "AdaGlimpse-ImageNet-v0": {
         "dataset": "imagenet",
+        "num_workers": 2,
         "task": "classification",
         "num_glimpses": 14,
         "data_env_var": "ADAGLIMPSE_IMAGENET_ROOT",
@@ -32,6 +34,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
     "AdaGlimpse-ImageNet-Reconstruction-v0": {
         "dataset": "imagenet",
+        "num_workers": 2,
         "task": "reconstruction",
         "num_glimpses": 12,
         "data_env_var": "ADAGLIMPSE_IMAGENET_ROOT",
@@ -39,6 +42,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
     "AdaGlimpse-SUN360-v0": {
         "dataset": "sun360",
+        "num_workers": 2,
         "task": "classification",
         "num_glimpses": 14,
         "data_env_var": "ADAGLIMPSE_SUN360_ROOT",
@@ -46,6 +50,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
     "AdaGlimpse-SUN360-Reconstruction-v0": {
         "dataset": "sun360",
+        "num_workers": 2,
         "task": "reconstruction",
         "num_glimpses": 12,
         "data_env_var": "ADAGLIMPSE_SUN360_ROOT",
@@ -53,6 +58,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
     "AdaGlimpse-ADE20K-Segmentation-v0": {
         "dataset": "ade20k",
+        "num_workers": 2,
         "task": "segmentation",
         "num_glimpses": 8,
         "grid_size": 3,
@@ -61,6 +67,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
     "AdaGlimpse-ADE20K-Reconstruction-v0": {
         "dataset": "ade20k",
+        "num_workers": 2,
         "task": "reconstruction",
         "num_glimpses": 12,
         "data_env_var": "ADAGLIMPSE_ADE20K_ROOT",
@@ -68,6 +75,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
     "AdaGlimpse-COCO-Reconstruction-v0": {
         "dataset": "coco",
+        "num_workers": 2,
         "task": "reconstruction",
         "num_glimpses": 12,
         "data_env_var": "ADAGLIMPSE_COCO_ROOT",

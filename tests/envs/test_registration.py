@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -21,7 +22,7 @@ DATA_FOLDERS = {"imagenet": "imagenet", "sun360": "sun360", "ade20k": "ade20k", 
 def small_kwargs(env_id: str, data_root: Path, models: dict) -> dict:
     """A tiny model and generated data for every id (the embedded photos need no data folder)."""
     preset = ENV_PRESETS[env_id]
-    kwargs = {"checkpoint": models[preset["task"]], "num_glimpses": 2}
+    kwargs = {"checkpoint": models[preset["task"]], "num_glimpses": 2, "num_workers": 0}
     if preset["dataset"] in DATA_FOLDERS:
         kwargs["data_root"] = str(data_root / DATA_FOLDERS[preset["dataset"]])
     return kwargs
@@ -52,6 +53,17 @@ def test_make_vec_returns_native_vector_env(env_id: str, data_root: Path, models
     if env_id.startswith("AdaGlimpse-ADE20K"):
         assert envs.episode.grid_size == 3 and envs.max_tokens == 2 * 9
     envs.close()
+
+
+def test_dataset_ids_decode_in_background_workers(data_root: Path, models: dict) -> None:
+    kwargs = {**small_kwargs("AdaGlimpse-COCO-Reconstruction-v0", data_root, models)}
+    del kwargs["num_workers"]
+    env = gym.make("AdaGlimpse-COCO-Reconstruction-v0", **kwargs)
+    assert env.unwrapped.vector_env.stream.num_workers == 2
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert np.isfinite(info["score"])
+    env.close()
 
 
 def test_presets_follow_the_paper() -> None:

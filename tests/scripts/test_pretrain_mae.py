@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import pretrain_mae
 
-from adaglimpse_env.models import load_model
+from adaglimpse_env.models import create_model, load_model
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pretrain_mae.py"
 
@@ -80,3 +80,52 @@ def test_ddp_under_torchrun_with_two_cpu_processes(folder: Path, tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_model(tmp_path / "model.pt").metadata["step"] == 1
+
+
+@pytest.fixture(scope="module")
+def labelled_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("labelled")
+    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (root / label).mkdir()
+        for i in range(3):
+            Image.new("RGB", (96, 96), tuple(c + 10 * i for c in colour)).save(root / label / f"{i}.png")
+    return root
+
+
+def head_args(output: Path, steps: int = 2) -> list[str]:
+    return ["--model-size", "tiny", "--steps", str(steps), "--batch-size", "4", "--num-workers", "0",
+            "--eval-every", "1000", "--checkpoint-every", str(steps), "--eval-glimpses", "2", "--min-glimpses", "1",
+            "--max-glimpses", "2", "--output", str(output), "--threads", "1"]  # fmt: skip
+
+
+def test_classification_from_folder_labels_and_from_a_timm_teacher(labelled_folder: Path, tmp_path: Path) -> None:
+    common = ["--task", "classification", "--dataset", "folder", "--data-root", str(labelled_folder)]
+    assert pretrain_mae.main([*common, *head_args(tmp_path / "labels")]) == 0
+    assert load_model(tmp_path / "labels" / "model.pt").task == "classification"
+    # Distillation from a timm model given by name (random weights here: nothing is downloaded).
+    assert pretrain_mae.main([*common, *head_args(tmp_path / "teacher"), "--teacher", "vit_tiny_patch16_224"]) == 0
+    assert load_model(tmp_path / "teacher" / "model.pt").metadata["config"]["teacher"] == "vit_tiny_patch16_224"
+
+
+def test_segmentation_from_masks_with_encoder_from_reconstruction(folder: Path, tmp_path: Path) -> None:
+    root = tmp_path / "ade"
+    for split in ("training", "validation"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (64, 64), (40 * i, 90, 160)).save(root / "images" / split / f"{i}.jpg")
+            mask = np.zeros((64, 64), dtype=np.uint8)
+            mask[:, 32:] = 1 + i
+            Image.fromarray(mask).save(root / "annotations" / split / f"{i}.png")
+    assert pretrain_mae.main(base_args(folder, tmp_path / "rec", 2)) == 0
+    args = ["--task", "segmentation", "--dataset", "ade20k", "--data-root", str(root),
+            "--num-segmentation-classes", "5", "--init-checkpoint", str(tmp_path / "rec" / "model.pt"),
+            *head_args(tmp_path / "seg")]  # fmt: skip
+    assert pretrain_mae.main(args) == 0
+    loaded = load_model(tmp_path / "seg" / "model.pt")
+    assert loaded.task == "segmentation" and loaded.model.config.out_chans == 5
+    # The encoder started from the reconstruction model (two small steps away), the segmentation head did not.
+    reconstruction = load_model(tmp_path / "rec" / "model.pt").model
+    start = reconstruction.blocks[0].attn.qkv.weight
+    assert (loaded.model.blocks[0].attn.qkv.weight - start).abs().max() < 0.01
+    assert (create_model("tiny", "segmentation").blocks[0].attn.qkv.weight - start).abs().max() > 0.05
