@@ -3,8 +3,8 @@
 Readable top to bottom (CleanRL style): configuration, seeding, envs, agent, callbacks, training, final save.
 Hyper-parameters are the paper's (lr 1e-3 with its flat-then-cosine schedule, gamma 0.99, tau 0.005, batch 128,
 10k-transition replay, 10k random warm-up steps, automatic entropy with target -3); the default budget (40k env
-steps on the embedded photos) fits about 15 minutes on 2 CPU cores. A YAML preset under ``configs/sac/`` sets any
-subset and flags override both.
+steps on the embedded photos) takes about 20 minutes on 2 CPU cores (docs/results.md). A YAML preset under
+``configs/sac/`` sets any subset and flags override both.
 
 Outputs in ``--output``: ``model.zip`` (SB3), ``replay_buffer.pkl``, ``progress.json`` (written last: the
 checkpoint it names is complete), ``evaluation.json``, and ``tensorboard/`` (episode return, final score and task
@@ -12,7 +12,7 @@ metric, metric after each glimpse count on held-out images, losses, entropy coef
 
 Usage::
 
-    python scripts/train_sac.py                                   # embedded photos and model, ~15 min on 2 cores
+    python scripts/train_sac.py                                   # embedded photos and model, ~20 min on 2 cores
     python scripts/train_sac.py --resume                          # continue a killed run
     python scripts/train_sac.py --config configs/sac/paper.yaml --env-kwargs data_root=/data/imagenet ...
     python scripts/train_sac.py --env-id AdaGlimpse-ImageNet-Reconstruction-v0 \\
