@@ -84,6 +84,10 @@ class ReconstructionHead(TaskHead):
         per_patch = (prediction - model.patchify(images)).square().mean(dim=-1)  # (B, G)
         return per_patch.sum() / per_patch.shape[1]
 
+    def reconstruct(self, model: ElasticMAE, prediction: torch.Tensor) -> torch.Tensor:
+        """Prediction as a normalised image ``(B, 3, H, W)``."""
+        return model.unpatchify(prediction)
+
 
 class ClassificationHead(TaskHead):
     """Classify from the cls token."""
