@@ -50,13 +50,21 @@ def parse_config(config_class: type[T], argv: list[str] | None, description: str
             continue
         declared = str(next(f.type for f in fields(config_class) if f.name == key))
         if isinstance(value, list) and declared.startswith("dict"):
-            value = {**values.get(key, {}), **{k: _json_or_text(v) for k, v in (item.split("=", 1) for item in value)}}
+            value = {**values.get(key, {}), **parse_key_values(value)}
         values[key] = value
     return config_class(**values)
 
 
-def _json_or_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def parse_key_values(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict; each value parsed as JSON when it parses (numbers, true, null, lists),
+    else kept as text. Used for ``--env-kwargs`` style flags."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, separator, text = item.partition("=")
+        if not separator:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            parsed[key] = json.loads(text)
+        except json.JSONDecodeError:
+            parsed[key] = text
+    return parsed

@@ -40,6 +40,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import BASELINES, make_baseline
+from agents.config import parse_key_values
 from agents.evaluation import run_policy
 from agents.features import GlimpseFeaturesExtractor, sac_policy_kwargs
 from agents.replay import Float16DictReplayBuffer
@@ -162,13 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    env_kwargs = {}
-    for item in args.env_kwargs:
-        key, value = item.split("=", 1)
-        try:
-            env_kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            env_kwargs[key] = value
+    env_kwargs = parse_key_values(args.env_kwargs)
     threads = args.threads or max(1, torch.get_num_threads() // args.workers)
     names = [*args.algorithms, *args.baselines]
     jobs = [

@@ -28,17 +28,10 @@ import gymnasium as gym
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import BASELINES, make_baseline
+from agents.config import parse_key_values
 from agents.evaluation import mean_image_rmse, run_policy
 
 DEFAULT_ENV_ID = "AdaGlimpse-Photos-v0"
-
-
-def parse_value(text: str) -> Any:
-    """``key=value`` values: JSON when it parses (numbers, true, null), else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def load_policy(spec: str, env: GlimpseVectorEnv, seed: int) -> Any:
@@ -100,8 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    env_kwargs = dict(item.split("=", 1) for item in args.env_kwargs)
-    env_kwargs = {key: parse_value(value) for key, value in env_kwargs.items()}
+    env_kwargs = parse_key_values(args.env_kwargs)
     env_kwargs.setdefault("device", args.device)
     rows = []
     for spec in args.policies:
