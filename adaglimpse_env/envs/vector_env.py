@@ -218,7 +218,8 @@ class GlimpseVectorEnv(VectorEnv):
         return observation, reward.astype(np.float32), terminated, truncated, info
 
     def render(self) -> tuple[np.ndarray, ...] | None:
-        """One ``rgb_array`` frame per env: the image with this episode's glimpse boxes, and the prediction."""
+        """One ``rgb_array`` frame per env, ``(H, 3W, 3)``: the image with this episode's glimpse boxes, what the
+        agent has seen (its patches pasted at their boxes on grey), and the model's current prediction."""
         if self.render_mode is None:
             return None
         from adaglimpse_env.rendering import render_frames
@@ -232,6 +233,9 @@ class GlimpseVectorEnv(VectorEnv):
             self._crops,
             self._glimpses,
             self.image_source.classes,
+            patches=self._patches,
+            boxes=self._boxes,
+            tokens_per_glimpse=self.episode.tokens_per_glimpse,
         )
 
     def close_extras(self, **kwargs: Any) -> None:

@@ -306,11 +306,14 @@ def test_render_draws_boxes_where_info_says(tmp_path: Path) -> None:
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.array([[-1.0, -1.0, 0.0]], dtype=np.float32))
     (frame,) = env.render()
-    assert frame.shape == (224, 448, 3) and frame.dtype == np.uint8
+    assert frame.shape == (224, 672, 3) and frame.dtype == np.uint8
     y1, x1, y2, x2 = info["glimpse_boxes"][0, 0]
     assert tuple(frame[y1 + (y2 - y1) // 2, x1]) != (0, 0, 255)  # left edge of the box is drawn
     assert tuple(frame[y1 + (y2 - y1) // 2, x1 + 10]) == (0, 0, 255)  # inside is the image
     assert tuple(frame[y2 + 5, x2 + 5]) == (0, 0, 255)
+    seen = frame[:, 224:448]
+    assert tuple(seen[y1 + 1, x1 + 1]) == (0, 0, 255)  # the seen panel shows the glimpsed pixels...
+    assert tuple(seen[y2 + 5, x2 + 5]) == (128, 128, 128)  # ...on grey elsewhere
 
 
 def test_odd_and_broken_images_in_the_folder(tmp_path: Path) -> None:
