@@ -15,7 +15,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image
 
 from adaglimpse_env import GlimpseVectorEnv
-from agents.evaluation import METRIC_NAMES, run_policy
+from adaglimpse_env.rendering import animation_frame, draw_curves, glimpse_heatmap, vstack
+from agents.evaluation import METRIC_NAMES, EpisodeRecorder, run_policy
 
 
 class EpisodeMetricsCallback(BaseCallback):
@@ -50,11 +51,15 @@ class EvaluationCallback(BaseCallback):
         every: env steps (summed over envs) between evaluations.
         episodes: episodes per evaluation.
         seed: evaluation seed (the same images every time).
+        sheet_episodes: episodes drawn in the ``eval/episodes`` image.
     """
 
-    def __init__(self, env: GlimpseVectorEnv, every: int, episodes: int, seed: int = 12345) -> None:
+    def __init__(
+        self, env: GlimpseVectorEnv, every: int, episodes: int, seed: int = 12345, sheet_episodes: int = 4
+    ) -> None:
         super().__init__()
         self.env, self.every, self.episodes, self.seed = env, every, episodes, seed
+        self.sheet_episodes = sheet_episodes
         self.next_evaluation = every
         self.history: list[dict[str, Any]] = []
 
@@ -66,21 +71,39 @@ class EvaluationCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, Any]:
         """Run the evaluation now and log it; returns the result."""
-        result = run_policy(self.env, self.model, self.episodes, self.seed)
+        pictures = self.env.render_mode == "rgb_array"
+        recorder = EpisodeRecorder(render_episodes=self.sheet_episodes if pictures else 0)
+        result = run_policy(self.env, self.model, self.episodes, self.seed, recorder)
         metric = result["metric"]
         for glimpses, value in enumerate(result["metric_by_glimpse"]):
             self.logger.record(f"eval/{metric}_after_{glimpses:02d}_glimpses", value)
         self.logger.record("eval/final_score", result["final_score"])
         self.logger.record("eval/return", result["return"])
         self.logger.record("eval/pixel_fraction", result["pixel_fraction"])
-        if self.env.render_mode == "rgb_array":
-            frames = self.env.render() or ()
-            if frames:
-                sheet = np.concatenate(list(frames[:4]), axis=0)
-                self.logger.record("eval/episodes", Image(sheet, "HWC"), exclude=("stdout", "log", "json", "csv"))
+        if pictures:
+            for key, picture in self.pictures(recorder, result).items():
+                self.logger.record(key, Image(picture, "HWC"), exclude=("stdout", "log", "json", "csv"))
         self.history.append({"timesteps": self.num_timesteps, **result})
         self.logger.dump(self.num_timesteps)
         return result
+
+    def pictures(self, recorder: EpisodeRecorder, result: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The evaluation's TensorBoard images, drawn by :mod:`adaglimpse_env.rendering` like ``env.render()``:
+        a sheet of episodes (final frame and score curve), the metric after each glimpse, and a heat map of
+        where the policy looks (glimpse centres weighted by scale, over all evaluation episodes)."""
+        steps = self.env.episode.num_glimpses or 0
+        rows = [
+            animation_frame(frames[-1], scores, steps, steps, f"episode {index}")
+            for index, (frames, scores) in enumerate(zip(recorder.frames, recorder.scores, strict=False))
+        ]
+        metric = result["metric"]
+        curve = draw_curves({metric: result["metric_by_glimpse"]}, (240, 320), f"{metric} after each glimpse")
+        heatmap = glimpse_heatmap(np.concatenate(recorder.boxes), self.env.image_size)
+        return {
+            "eval/episodes": vstack(rows, gap=4),
+            f"eval/{metric}_by_glimpse": curve,
+            "eval/where_it_looks": heatmap,
+        }
 
 
 def atomic_write(path: Path, write: Any) -> None:

@@ -4,6 +4,7 @@ held-out evaluation) and ``scripts/benchmark_agents.py``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -15,8 +16,80 @@ from adaglimpse_env import GlimpseVectorEnv
 METRIC_NAMES = {"reconstruction": "rmse", "classification": "correct", "segmentation": "miou"}
 
 
-def run_policy(env: GlimpseVectorEnv, policy: Any, episodes: int, seed: int) -> dict[str, Any]:
-    """Run ``episodes`` full episodes (in batches of ``num_envs``); per-glimpse metric and final numbers."""
+@dataclass
+class EpisodeRecorder:
+    """Keeps what pictures of an evaluation need: per episode, the score after every glimpse and the glimpse boxes,
+    and for the first ``render_episodes`` episodes the env frame after every glimpse (the env must be made with
+    ``render_mode="rgb_array"``).
+
+    Pass one to :func:`run_policy`; episodes are recorded in the order ``run_policy`` counts them.
+
+    Args:
+        render_episodes: keep frames of this many episodes (``None``: all). Rendering draws every env of the
+            vector env, so it only happens in rounds that still need frames.
+    """
+
+    render_episodes: int | None = 0
+    scores: list[list[float]] = field(default_factory=list)
+    """Per episode: the score after 0, 1, ... glimpses (an early-stopped episode keeps its last score)."""
+    boxes: list[np.ndarray] = field(default_factory=list)
+    """Per episode: ``(N, 4)`` crops ``(y1, x1, y2, x2)``; ``-1`` rows for glimpses not taken."""
+    frames: list[list[np.ndarray]] = field(default_factory=list)
+    """Per rendered episode: the env frame after 0, 1, ... glimpses."""
+    _round_scores: list[np.ndarray] = field(default_factory=list, repr=False)
+    _round_frames: list[tuple[np.ndarray, ...]] = field(default_factory=list, repr=False)
+    _round_boxes: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def rendering(self) -> bool:
+        """Whether the current round still needs frames."""
+        return self.render_episodes is None or len(self.frames) < self.render_episodes
+
+    def observe(self, env: GlimpseVectorEnv, score: np.ndarray, glimpse_boxes: np.ndarray, live: np.ndarray) -> None:
+        """Called after the reset and after every step of a round with each env's current score and boxes.
+
+        Envs that are not ``live`` (their episode already ended; in next-step autoreset mode the env may already
+        show its next image) keep what was recorded at their last live step.
+        """
+        self._round_scores.append(score.astype(np.float64).copy())
+        if self._round_boxes is None:
+            self._round_boxes = glimpse_boxes.copy()
+        else:
+            self._round_boxes[live] = glimpse_boxes[live]
+        if self.rendering:
+            if self._round_frames and not live.any():
+                self._round_frames.append(self._round_frames[-1])
+                return
+            frames = env.render() or ()
+            if self._round_frames:
+                pairs = zip(frames, self._round_frames[-1], live, strict=True)
+                frames = tuple(now if alive else before for now, before, alive in pairs)
+            self._round_frames.append(frames)
+
+    def end_round(self, take: int) -> None:
+        """Close a round of ``num_envs`` episodes, of which the first ``take`` count."""
+        scores = np.stack(self._round_scores, axis=1)  # (num_envs, steps + 1)
+        assert self._round_boxes is not None
+        for index in range(take):
+            self.scores.append(scores[index].tolist())
+            self.boxes.append(self._round_boxes[index])
+            if self._round_frames and self.rendering:
+                self.frames.append([frames[index] for frames in self._round_frames])
+        self._round_scores, self._round_frames, self._round_boxes = [], [], None
+
+
+def run_policy(
+    env: GlimpseVectorEnv, policy: Any, episodes: int, seed: int, recorder: EpisodeRecorder | None = None
+) -> dict[str, Any]:
+    """Run ``episodes`` full episodes (in batches of ``num_envs``); per-glimpse metric and final numbers.
+
+    Args:
+        env: the env to run on; round ``k`` resets it with ``seed + k``, so the same seed gives the same images.
+        policy: anything with SB3's ``predict(observation, deterministic=True) -> (actions, state)``.
+        episodes: how many episodes to measure.
+        seed: first reset seed.
+        recorder: optionally keeps scores, boxes and frames of the episodes for pictures.
+    """
     task = env.episode.task
     metric = METRIC_NAMES[task]
     steps = env.episode.num_glimpses or 0
@@ -33,6 +106,8 @@ def run_policy(env: GlimpseVectorEnv, policy: Any, episodes: int, seed: int) -> 
         final_score = info["score"].copy()
         fraction = np.zeros(env.num_envs)
         length = np.zeros(env.num_envs, dtype=np.int64)
+        if recorder is not None:
+            recorder.observe(env, final_score, info["glimpse_boxes"], ~finished)
         for step in range(1, steps + 1):
             actions, _ = policy.predict(observation, deterministic=True)
             observation, reward, terminated, truncated, info = env.step(actions)
@@ -43,12 +118,18 @@ def run_policy(env: GlimpseVectorEnv, policy: Any, episodes: int, seed: int) -> 
             fraction = np.where(live, info["pixel_fraction"], fraction)
             length = np.where(live, info["num_glimpses"], length)
             per_step[step].append(current.copy())
+            if recorder is not None:
+                recorder.observe(env, final_score, info["glimpse_boxes"], live)
             finished |= terminated | truncated
             if finished.all():
                 for later in range(step + 1, steps + 1):
                     per_step[later].append(current.copy())
+                    if recorder is not None:
+                        recorder.observe(env, final_score, info["glimpse_boxes"], ~finished)
                 break
         take = min(env.num_envs, episodes - done_episodes)
+        if recorder is not None:
+            recorder.end_round(take)
         finals.append(final_score[:take])
         fractions.append(fraction[:take])
         returns.append(total[:take])

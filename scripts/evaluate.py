@@ -27,40 +27,11 @@ import gymnasium as gym
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
-from agents.baselines import BASELINES, make_baseline
 from agents.config import parse_key_values
 from agents.evaluation import mean_image_rmse, run_policy
+from agents.policies import POLICY_SPEC_HELP, load_policy
 
 DEFAULT_ENV_ID = "AdaGlimpse-Photos-v0"
-
-
-def load_policy(spec: str, env: GlimpseVectorEnv, seed: int) -> Any:
-    """An object with SB3's ``predict(observation, deterministic=...)``."""
-    if spec in BASELINES:
-        return make_baseline(spec, env, seed=seed)
-    if spec.startswith("sb3:"):
-        _, algo, path = spec.split(":", 2)
-        import stable_baselines3
-
-        algorithms = {name.lower(): getattr(stable_baselines3, name) for name in ("SAC", "TD3", "DDPG", "PPO", "A2C")}
-        try:
-            import sb3_contrib
-
-            algorithms |= {
-                name.lower(): getattr(sb3_contrib, name) for name in ("TQC", "CrossQ") if hasattr(sb3_contrib, name)
-            }
-        except ImportError:
-            pass
-        if algo.lower() not in algorithms:
-            raise ValueError(f"sb3:<algo>:<path> requires algo in {sorted(algorithms)}, got {algo!r}")
-        return algorithms[algo.lower()].load(path, device="cpu")
-    if spec.startswith("original:"):
-        from agents.original_policy import load_original_policy
-
-        return load_original_policy(spec.split(":", 1)[1], env)
-    raise ValueError(
-        f"policy must be one of {list(BASELINES)}, 'sb3:<algo>:<path.zip>' or 'original:<checkpoint>', got {spec!r}"
-    )
 
 
 def format_table(rows: list[dict[str, Any]], show: list[int]) -> str:
@@ -79,7 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default=DEFAULT_ENV_ID)
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="extra gym.make kwargs")
-    parser.add_argument("--policies", nargs="+", default=["random", "raster", "centre-zoom", "whole-first"])
+    parser.add_argument(
+        "--policies", nargs="+", default=["random", "raster", "centre-zoom", "whole-first"], help=POLICY_SPEC_HELP
+    )
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--split", default="val")
@@ -99,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.policies:
         env = gym.make_vec(args.env_id, num_envs=args.num_envs, split=args.split, **env_kwargs)
         assert isinstance(env, GlimpseVectorEnv)
-        policy = load_policy(spec, env, args.seed)
+        policy = load_policy(spec, env, args.seed, args.device)
         result = run_policy(env, policy, args.episodes, args.seed)
         rows.append({"policy": spec, "env_id": args.env_id, **result})
         env.close()

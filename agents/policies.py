@@ -1,0 +1,74 @@
+"""Load any glimpse policy from a short spec string: a baseline name, an SB3 zip, or the actor of an original
+AdaGlimpse checkpoint. Shared by ``scripts/evaluate.py`` and ``scripts/visualize_episode.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adaglimpse_env import GlimpseVectorEnv
+from agents.baselines import BASELINES, make_baseline
+
+SB3_ALGORITHMS = ("SAC", "TD3", "DDPG", "PPO", "A2C")
+CONTRIB_ALGORITHMS = ("TQC", "CrossQ")
+POLICY_SPEC_HELP = (
+    f"a baseline ({', '.join(BASELINES)}), 'sb3:<algo>:<path.zip>' (e.g. sb3:sac:runs/sac_embedded/model.zip) "
+    "or 'original:<checkpoint.ckpt>'"
+)
+
+
+def sb3_algorithms() -> dict[str, Any]:
+    """Lower-case name -> SB3 algorithm class, including sb3-contrib's when installed."""
+    import stable_baselines3
+
+    algorithms = {name.lower(): getattr(stable_baselines3, name) for name in SB3_ALGORITHMS}
+    try:
+        import sb3_contrib
+    except ImportError:  # optional dependency
+        return algorithms
+    return algorithms | {
+        name.lower(): getattr(sb3_contrib, name) for name in CONTRIB_ALGORITHMS if hasattr(sb3_contrib, name)
+    }
+
+
+def load_policy(spec: str, env: GlimpseVectorEnv, seed: int = 0, device: str = "cpu") -> Any:
+    """An object with SB3's ``predict(observation, deterministic=...)`` for ``env``.
+
+    Args:
+        spec: a baseline name, ``sb3:<algo>:<path.zip>`` or ``original:<checkpoint>``.
+        env: the env the policy will act in (baselines read its geometry; original actors its model size).
+        seed: seed of the random baseline.
+        device: where SB3 policies run.
+
+    Raises:
+        ValueError: an unknown spec or algorithm.
+        FileNotFoundError: the zip or checkpoint does not exist.
+    """
+    if spec in BASELINES:
+        return make_baseline(spec, env, seed=seed)
+    if spec.startswith("sb3:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3:
+            raise ValueError(f"an SB3 policy spec requires 'sb3:<algo>:<path.zip>', got {spec!r}")
+        _, algo, path = parts
+        algorithms = sb3_algorithms()
+        if algo.lower() not in algorithms:
+            raise ValueError(f"sb3:<algo>:<path> requires algo in {sorted(algorithms)}, got {algo!r}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"policy {spec!r}: no SB3 zip at {path}")
+        return algorithms[algo.lower()].load(path, device=device)
+    if spec.startswith("original:"):
+        from agents.original_policy import load_original_policy
+
+        return load_original_policy(spec.split(":", 1)[1], env)
+    raise ValueError(f"a policy spec requires {POLICY_SPEC_HELP}, got {spec!r}")
+
+
+def policy_label(spec: str) -> str:
+    """A short name for tables and pictures: ``sb3:sac:runs/x/model.zip`` -> ``sac (model.zip)``."""
+    if spec.startswith("sb3:"):
+        _, algo, path = spec.split(":", 2)
+        return f"{algo.lower()} ({Path(path).parent.name or Path(path).name})"
+    if spec.startswith("original:"):
+        return f"original ({Path(spec.split(':', 1)[1]).name})"
+    return spec
