@@ -7,6 +7,7 @@ here, in one place, so everything downstream can assume ``(3, H, W)``.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,10 @@ import torch
 from PIL import Image
 
 from adaglimpse_env.normalization import normalize
+
+#: Largest image (``width * height``) :func:`load_image` decodes: Pillow's default ``MAX_IMAGE_PIXELS`` (about
+#: 9459 x 9459 pixels, a 256 MiB RGB array). Raise it to decode larger images on purpose.
+MAX_PIXELS = 89_478_485
 
 
 class ImageDecodeError(ValueError):
@@ -49,22 +54,46 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and fully decode an image file as RGB.
+def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file, keeping its Pillow mode (``L``, ``P``, ``I;16``, ...).
 
-    Pillow's decompression-bomb warning (images over ``Image.MAX_IMAGE_PIXELS``) is raised as an error here, and
-    truncated files fail (unless the caller set ``ImageFile.LOAD_TRUNCATED_IMAGES``).
+    Hostile files are refused before any pixel is decoded:
+
+    * anything but a regular file (a FIFO or a device named ``*.jpg`` would block or never end, a symlink loop
+      cannot be opened) is refused after one ``stat``;
+    * an image whose header declares more than ``max_pixels`` pixels is refused from the header alone. This is
+      our own check, not only Pillow's, because other libraries sometimes disable Pillow's guard globally
+      (``PIL.Image.MAX_IMAGE_PIXELS = None``); Pillow's own decompression-bomb warning is raised as an error too.
+
+    Truncated files fail (unless the caller set ``ImageFile.LOAD_TRUNCATED_IMAGES``).
+
+    Args:
+        path: the file.
+        max_pixels: largest ``width * height`` decoded; default :data:`MAX_PIXELS` (read at call time).
 
     Raises:
-        ImageDecodeError: the file is missing, empty, truncated, not an image, or a decompression bomb.
+        ImageDecodeError: the file is missing, not a regular file, empty, truncated, not an image, or a
+            decompression bomb. The message names the file and the reason.
     """
     path = Path(path)
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
+        mode = os.stat(path).st_mode  # follows symlinks: a loop raises OSError (ELOOP) here
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise ImageDecodeError(f"Cannot decode image '{path}': it is {kind}, not a regular file")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise ImageDecodeError(
+                        f"Cannot decode image '{path}': DecompressionBombError: its header declares "
+                        f"{width}x{height} = {width * height} pixels, over the limit of {limit} "
+                        f"(adaglimpse_env.image_io.MAX_PIXELS); refusing a possible decompression bomb"
+                    )
                 image.load()
-                return to_rgb(image)
+                return image
     except (
         OSError,
         SyntaxError,
@@ -72,7 +101,23 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as error:
+        if isinstance(error, ImageDecodeError):
+            raise
         raise ImageDecodeError(f"Cannot decode image '{path}': {type(error).__name__}: {error}") from error
+
+
+def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode an image file as 8-bit RGB (see :func:`load_image` for what is refused).
+
+    Raises:
+        ImageDecodeError: the file is missing, not a regular file, empty, truncated, not an image, or a
+            decompression bomb.
+    """
+    image = load_image(path, max_pixels)
+    try:
+        return to_rgb(image)
+    except ValueError as error:  # a mode Pillow cannot convert, e.g. LAB
+        raise ImageDecodeError(f"Cannot decode image '{Path(path)}': {type(error).__name__}: {error}") from error
 
 
 def resize_center_crop(image: Image.Image, size: int = 224) -> Image.Image:

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from adaglimpse_env.datasets.transforms import TransformConfig, transform_sample
-from adaglimpse_env.image_io import ImageDecodeError, load_rgb
+from adaglimpse_env.image_io import ImageDecodeError, load_image, load_rgb
 
 #: File extensions Pillow decodes that photo collections use.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif")
@@ -60,6 +60,7 @@ class ImageSource(Dataset[dict[str, Any]]):
         transform: how to resize/crop.
         classes: class names, index-aligned with the labels.
         mask_mapping: function from a raw mask array to class indices (e.g. ADE20K's 1..150 -> 0..149, 0 -> 255).
+        root: the folder the files were found in, named in errors (e.g. when none of them can be decoded).
     """
 
     def __init__(
@@ -70,8 +71,10 @@ class ImageSource(Dataset[dict[str, Any]]):
         transform: TransformConfig | None = None,
         classes: Sequence[str] = (),
         mask_mapping: Any = None,
+        root: Path | None = None,
     ) -> None:
         self.files = list(files)
+        self.root = root
         self.labels = list(labels) if labels is not None else None
         self.masks = list(masks) if masks is not None else None
         self.transform = transform or TransformConfig()
@@ -80,6 +83,11 @@ class ImageSource(Dataset[dict[str, Any]]):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    @property
+    def description(self) -> str:
+        """How errors name this source: ``"the image folder '<root>'"``, or ``"the image source"``."""
+        return f"the image folder '{self.root}'" if self.root is not None else "the image source"
 
     @property
     def has_masks(self) -> bool:
@@ -108,12 +116,9 @@ class ImageSource(Dataset[dict[str, Any]]):
         if self.masks is None:
             return None
         path = self.masks[index]
-        try:
-            with Image.open(path) as raw:
-                raw.load()
-                mask = raw.convert("L") if raw.mode not in ("L", "P", "I", "I;16") else raw.copy()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise ImageDecodeError(f"Cannot decode mask '{path}': {type(error).__name__}: {error}") from error
+        # The same guarded decoding as images (regular files only, pixel limit): a mask is as untrusted.
+        raw = load_image(path)
+        mask = raw.convert("L") if raw.mode not in ("L", "P", "I", "I;16") else raw
         if mask.size != size:
             raise ImageDecodeError(f"Mask '{path}' has size {mask.size}, but its image has size {size}")
         if self.mask_mapping is not None:

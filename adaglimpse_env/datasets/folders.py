@@ -50,8 +50,8 @@ def image_folder(root: str | Path, transform: TransformConfig | None = None) -> 
     if all(len(parts) > 1 for parts in top):
         classes = sorted({parts[0] for parts in top})
         index = {name: i for i, name in enumerate(classes)}
-        return ImageSource(files, [index[p[0]] for p in top], transform=transform, classes=classes)
-    return ImageSource(files, transform=transform)
+        return ImageSource(files, [index[p[0]] for p in top], transform=transform, classes=classes, root=root)
+    return ImageSource(files, transform=transform, root=root)
 
 
 def imagenet(root: str | Path, split: str = "val", transform: TransformConfig | None = None) -> ImageSource:
@@ -67,7 +67,7 @@ def imagenet(root: str | Path, split: str = "val", transform: TransformConfig | 
         labels += [label] * len(class_files)
     if not files:
         raise DatasetNotFoundError(f"ImageNet folder '{folder}' holds no images. Expected layout:\n{IMAGENET_LAYOUT}")
-    return ImageSource(files, labels, transform=transform, classes=classes)
+    return ImageSource(files, labels, transform=transform, classes=classes, root=folder)
 
 
 def ade20k_mask_mapping(mask: np.ndarray) -> np.ndarray:
@@ -86,7 +86,7 @@ def ade20k(
     if not files:
         raise DatasetNotFoundError(f"ADE20K folder '{image_dir}' holds no images. Expected layout:\n{ADE20K_LAYOUT}")
     if not with_masks:
-        return ImageSource(files, transform=transform)
+        return ImageSource(files, transform=transform, root=image_dir)
     mask_dir = require_folder(Path(root) / "annotations" / name, "ADE20K segmentation", ADE20K_LAYOUT)
     masks = [mask_dir / f"{f.stem}.png" for f in files]
     missing = [m.name for m in masks if not m.is_file()]
@@ -95,7 +95,7 @@ def ade20k(
             f"ADE20K segmentation requires an annotation per image; {len(missing)} missing in '{mask_dir}', "
             f"e.g. {missing[:3]}. Expected layout:\n{ADE20K_LAYOUT}"
         )
-    return ImageSource(files, masks=masks, transform=transform, mask_mapping=ade20k_mask_mapping)
+    return ImageSource(files, masks=masks, transform=transform, mask_mapping=ade20k_mask_mapping, root=image_dir)
 
 
 def coco2014(root: str | Path, split: str = "val", transform: TransformConfig | None = None) -> ImageSource:
@@ -104,7 +104,7 @@ def coco2014(root: str | Path, split: str = "val", transform: TransformConfig | 
     files = scan_images(folder, recursive=False)
     if not files:
         raise DatasetNotFoundError(f"COCO folder '{folder}' holds no images. Expected layout:\n{COCO_LAYOUT}")
-    return ImageSource(files, transform=transform)
+    return ImageSource(files, transform=transform, root=folder)
 
 
 def sun360(
@@ -131,12 +131,12 @@ def sun360(
         raise DatasetNotFoundError(f"SUN360 split file '{split_path}' lists no images for split {split!r}")
     files = [root / line for line in chosen]
     if not with_labels:
-        return ImageSource(files, transform=transform)
+        return ImageSource(files, transform=transform, root=root)
     categories = ["/".join(Path(line).parts[:2]) for line in lines]
     classes = sorted(set(categories))
     index = {name: i for i, name in enumerate(classes)}
     labels = [index["/".join(Path(line).parts[:2])] for line in chosen]
-    return ImageSource(files, labels, transform=transform, classes=classes)
+    return ImageSource(files, labels, transform=transform, classes=classes, root=root)
 
 
 def embedded_photos(split: str = "train", transform: TransformConfig | None = None) -> ImageSource:
@@ -152,4 +152,4 @@ def embedded_photos(split: str = "train", transform: TransformConfig | None = No
             f"The embedded photos are missing from '{folder}'; reinstall the package or rebuild them with "
             f"`python scripts/build_embedded_images.py`"
         )
-    return ImageSource(files, transform=transform)
+    return ImageSource(files, transform=transform, root=folder)

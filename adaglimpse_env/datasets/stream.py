@@ -85,9 +85,11 @@ class ImageStream:
                 return
             errors.append(sample["error"])
         scope = "any of its" if tried == len(self.source) else f"the first {tried} of its"
+        description = self.source.description
         raise ValueError(
-            f"The image source has no readable image: {scope} {len(self.source)} files could be decoded. "
-            f"First error: {errors[0]}. Check the data folder (formats Pillow reads: jpg, png, webp, ...)."
+            f"{description[0].upper()}{description[1:]} has no readable image: {scope} {len(self.source)} files "
+            f"tried, none could be decoded. First error: {errors[0]}. Check the data folder (formats Pillow "
+            f"reads: jpg, png, webp, ...)."
         )
 
     def reseed(self, seed: int) -> None:
@@ -128,7 +130,7 @@ class ImageStream:
                 # Give up only when every distinct file has failed since the last readable one.
                 if len(failed_since_success) >= len(self.source):
                     raise RuntimeError(
-                        f"None of the {len(self.source)} files of the image source could be decoded "
+                        f"None of the {len(self.source)} files of {self.source.description} could be decoded "
                         f"(e.g. {sample['path']}); check the data folder"
                     )
                 continue
