@@ -39,6 +39,9 @@ HEADS_BY_EMBED_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}
 ORIGINAL_DECODER_HEADS = 16
 #: Fixed sin-cos buffers: recomputed identically, so a file may omit them (the original deletes ``pos_embed``).
 RECOMPUTED_BUFFERS = ("pos_embed", "decoder_pos_embed")
+#: Most native patches a loaded config may declare (a 4096 x 4096 input at 16 px): the sin-cos buffers are
+#: computed from the config alone, so an absurd ``img_size`` in a file would otherwise allocate gigabytes.
+MAX_GRID_TOKENS = 65_536
 
 _PREFIXES = ("_orig_mod.", "module.")
 
@@ -82,7 +85,10 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
                 f"if you trust the file, re-save its state dict with torch.save(state_dict, path)."
             ) from error
         raise _corrupt(path, error) from error
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
+    except Exception as error:
+        # Weights-only unpickling of corrupt bytes fails with many exception types besides the above (KeyError
+        # for a dangling memo reference, IndexError for an empty stack, TypeError or AttributeError for a
+        # mangled tensor record, ...). None of them ran code, and all mean the file is not a usable checkpoint.
         raise _corrupt(path, error) from error
 
 
@@ -108,6 +114,20 @@ def _strip_prefixes(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return stripped
 
 
+def _require_tensors(state_dict: Mapping[Any, Any], what: str) -> dict[str, torch.Tensor]:
+    """``state_dict`` as a dict, if every key is a string and every value a tensor (what ``load_state_dict`` and
+    the shape inference assume), else a :class:`CheckpointError` naming the offending entries."""
+    bad = [
+        f"{key!r}: {type(value).__name__}"
+        for key, value in state_dict.items()
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor)
+    ]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f", ... ({len(bad)} in all)" if len(bad) > 5 else "")
+        raise CheckpointError(f"{what} requires string keys and tensor values, got {shown}")
+    return dict(state_dict)
+
+
 def extract_mae_state_dict(raw: Any) -> tuple[dict[str, torch.Tensor], str]:
     """Our-named MAE state dict from any supported checkpoint layout.
 
@@ -123,20 +143,25 @@ def extract_mae_state_dict(raw: Any) -> tuple[dict[str, torch.Tensor], str]:
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"A checkpoint requires a dict at top level, got {type(raw).__name__}")
     if raw.get("format") == CHECKPOINT_FORMAT:
-        return dict(raw["state_dict"]), "adaglimpse-env"
+        if not isinstance(raw.get("state_dict"), Mapping):
+            raise CheckpointError(
+                f"A checkpoint of format {CHECKPOINT_FORMAT!r} requires a 'state_dict' dict, got "
+                f"{type(raw.get('state_dict')).__name__}"
+            )
+        return _require_tensors(raw["state_dict"], "The checkpoint's 'state_dict'"), "adaglimpse-env"
     if "state_dict" in raw and isinstance(raw["state_dict"], Mapping):
         inner = raw["state_dict"]
-        mae = {k[len("mae.") :]: v for k, v in inner.items() if k.startswith("mae.")}
+        mae = {k[len("mae.") :]: v for k, v in inner.items() if isinstance(k, str) and k.startswith("mae.")}
         if not mae:
             sample = ", ".join(list(inner)[:5])
             raise CheckpointError(
                 f"A Lightning checkpoint requires MAE weights under 'mae.' (spec §6.2), got keys like {sample}"
             )
-        return _strip_prefixes(mae), "lightning"
+        return _strip_prefixes(_require_tensors(mae, "The Lightning checkpoint's 'mae.' weights")), "lightning"
     if "model" in raw and isinstance(raw["model"], Mapping):
-        return _strip_prefixes(raw["model"]), "model-dict"
+        return _strip_prefixes(_require_tensors(raw["model"], "The checkpoint's 'model' dict")), "model-dict"
     if raw and all(isinstance(v, torch.Tensor) for v in raw.values()):
-        return _strip_prefixes(raw), "state-dict"
+        return _strip_prefixes(_require_tensors(raw, "A bare state dict")), "state-dict"
     raise CheckpointError(
         f"Unrecognised checkpoint layout with top-level keys {sorted(map(str, raw))[:10]}: expected our format, "
         f"a Lightning checkpoint ('state_dict'), a {{'model': state_dict}} file, or a bare state dict"
@@ -222,9 +247,10 @@ def _check_task(task: str, config: MAEConfig, source: str) -> None:
         )
 
 
-def load_state_dict_checked(model: ElasticMAE, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
-    """Load a state dict with nothing missing, nothing unexpected and every shape equal, or explain why not.
+def check_state_dict_fits(model: ElasticMAE, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
+    """Check that a state dict has nothing missing, nothing unexpected and every shape equal, or explain why not.
 
+    Only shapes are read, so ``model`` may live on the ``meta`` device (no memory allocated).
     The fixed sin-cos buffers (:data:`RECOMPUTED_BUFFERS`) may be absent: the model recomputes them.
 
     Raises:
@@ -246,7 +272,87 @@ def load_state_dict_checked(model: ElasticMAE, state_dict: Mapping[str, torch.Te
                 lines.append(f"  {title}: {shown}")
         lines.append("Check the model size and task, or load the file with load_model() to infer them.")
         raise CheckpointError("\n".join(lines))
+
+
+def load_state_dict_checked(model: ElasticMAE, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
+    """Load a state dict with nothing missing, nothing unexpected and every shape equal, or explain why not.
+
+    Raises:
+        CheckpointError: see :func:`check_state_dict_fits`.
+    """
+    check_state_dict_fits(model, state_dict, source)
     model.load_state_dict(dict(state_dict), strict=False)
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
+    """Refuse floating-point weights holding NaN or inf: a frozen model with them turns every observation and
+    reward into NaN, far from the file that caused it.
+
+    Raises:
+        CheckpointError: naming the tensors with non-finite values.
+    """
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:8]) + (f", ... ({len(bad)} in all)" if len(bad) > 8 else "")
+        raise CheckpointError(f"Checkpoint {source!r} requires finite weights, got NaN or inf in {shown}")
+
+
+def _read_our_checkpoint(raw: Mapping[str, Any], path: Path) -> tuple[MAEConfig, str, dict[str, Any]]:
+    """``(config, task, metadata)`` of our format, each checked: a hand-edited or corrupted file fails here with
+    a :class:`CheckpointError` rather than a ``KeyError`` or ``TypeError`` from deep inside."""
+    version = raw.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"Checkpoint '{path}' has format_version {version}; this version of adaglimpse-env reads "
+            f"version {CHECKPOINT_FORMAT_VERSION}. Upgrade the package or re-export the checkpoint."
+        )
+    config_data, task, metadata = raw.get("config"), raw.get("task"), raw.get("metadata", {})
+    if not isinstance(config_data, Mapping) or not isinstance(task, str) or not isinstance(metadata, Mapping):
+        raise CheckpointError(
+            f"Checkpoint '{path}' requires 'config' (dict), 'task' (str) and 'metadata' (dict), got "
+            f"{type(config_data).__name__}, {type(task).__name__} and {type(metadata).__name__}"
+        )
+    try:
+        config = MAEConfig.from_dict(dict(config_data))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"Checkpoint '{path}' has an invalid config: {error}") from error
+    return config, task, dict(metadata)
+
+
+def _build_model(config: MAEConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> ElasticMAE:
+    """The model of ``config`` holding ``state_dict``, allocated only once the weights are known to fit.
+
+    A config is data from the file: one declaring millions of blocks or a huge width would otherwise allocate
+    (and initialise) that model before the mismatch with the weights is found. The block counts and the
+    positional grid are checked first, then every shape against a skeleton on the ``meta`` device.
+    """
+    for field_name, prefix, present in (
+        ("depth", "blocks", True),
+        ("decoder_depth", "decoder_blocks", config.decoder_type != "none"),
+    ):
+        declared, found = getattr(config, field_name), _count_blocks(state_dict, prefix)
+        if present and declared != found:
+            raise CheckpointError(
+                f"Checkpoint {source!r} requires {field_name}={declared} blocks of weights under '{prefix}.', "
+                f"got {found}"
+            )
+    grid_tokens = config.grid_size[0] * config.grid_size[1]
+    if grid_tokens > MAX_GRID_TOKENS:
+        raise CheckpointError(
+            f"Checkpoint {source!r} requires img_size with at most {MAX_GRID_TOKENS} patches, got "
+            f"img_size={config.img_size} ({grid_tokens} patches of {config.patch_size} px)"
+        )
+    try:
+        with torch.device("meta"):
+            skeleton = ElasticMAE(config)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"Checkpoint {source!r} describes a model that cannot be built ({config}): {type(error).__name__}: {error}"
+        ) from error
+    check_state_dict_fits(skeleton, state_dict, source)
+    model = ElasticMAE(config)
+    model.load_state_dict(dict(state_dict), strict=False)
+    return model
 
 
 # ------------------------------------------------------------------------------------------------------ public
@@ -280,15 +386,7 @@ def load_model(
     state_dict, source_format = extract_mae_state_dict(raw)
     metadata: dict[str, Any] = {}
     if source_format == "adaglimpse-env":
-        version = raw.get("format_version")
-        if version != CHECKPOINT_FORMAT_VERSION:
-            raise CheckpointError(
-                f"Checkpoint '{path}' has format_version {version}; this version of adaglimpse-env reads "
-                f"version {CHECKPOINT_FORMAT_VERSION}. Upgrade the package or re-export the checkpoint."
-            )
-        config = MAEConfig.from_dict(raw["config"])
-        checkpoint_task = raw["task"]
-        metadata = dict(raw.get("metadata", {}))
+        config, checkpoint_task, metadata = _read_our_checkpoint(raw, path)
         if task is not None and task != checkpoint_task:
             raise CheckpointError(
                 f"task={task!r} requested, but checkpoint '{path}' was trained for task={checkpoint_task!r}"
@@ -303,8 +401,8 @@ def load_model(
             raise CheckpointError(f"Checkpoint '{path}': {error}") from error
         task = task or task_for_decoder(config.decoder_type)
     _check_task(task, config, str(path))
-    model = ElasticMAE(config)
-    load_state_dict_checked(model, state_dict, str(path))
+    check_finite(state_dict, str(path))
+    model = _build_model(config, state_dict, str(path))
     return LoadedModel(model.to(device).eval(), task, source_format, metadata)
 
 
