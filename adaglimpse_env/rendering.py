@@ -44,12 +44,21 @@ def image_to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def draw_glimpses(pixels: np.ndarray, crops: np.ndarray, width: int = 2) -> Image.Image:
-    """The image with glimpse boxes ``(N, 4)`` ``(y1, x1, y2, x2)`` drawn in step order (``-1`` rows skipped)."""
+    """The image with glimpse boxes drawn in step order, coloured by step over the whole budget (so a glimpse keeps
+    its colour from frame to frame).
+
+    Args:
+        pixels: ``(H, W, 3)`` uint8.
+        crops: ``(N, 4)`` boxes ``(y1, x1, y2, x2)`` for the episode's budget of ``N`` glimpses; ``-1`` rows (not
+            taken yet) are skipped.
+        width: line width in pixels.
+    """
     canvas = Image.fromarray(pixels)
     draw = ImageDraw.Draw(canvas)
-    valid = [box for box in np.asarray(crops).tolist() if box[0] >= 0]
-    for step, (y1, x1, y2, x2) in enumerate(valid):
-        draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=step_colour(step, len(valid)), width=width)
+    rows = np.asarray(crops).tolist()
+    for step, (y1, x1, y2, x2) in enumerate(rows):
+        if y1 >= 0:
+            draw.rectangle((x1, y1, x2 - 1, y2 - 1), outline=step_colour(step, len(rows)), width=width)
     return canvas
 
 
@@ -147,7 +156,11 @@ def render_frames(
     height, width = images.shape[-2:]
     for b in range(images.shape[0]):
         glimpses = int(num_glimpses[b])
-        panels = [draw_glimpses(image_to_uint8(images[b]), crops[b, :glimpses])]
+        panels = [
+            draw_glimpses(
+                image_to_uint8(images[b]), np.where(np.arange(len(crops[b]))[:, None] < glimpses, crops[b], -1)
+            )
+        ]
         if patches is not None and boxes is not None:
             panels.append(seen_canvas(patches[b], boxes[b], glimpses * tokens_per_glimpse, (height, width)))
         panels.append(prediction_panel(model, head, predictions[b], classes, (height, width)).resize((width, height)))
@@ -234,8 +247,11 @@ def draw_curves(
     small = font(10)
     draw.text((2, top - 4), f"{high:.3g}", fill=(90, 90, 90), font=small)
     draw.text((2, height - bottom - 8), f"{low:.3g}", fill=(90, 90, 90), font=small)
-    draw.text((left, height - bottom + 3), f"0 {x_label}", fill=(90, 90, 90), font=small)
-    draw.text((width - right - 18, height - bottom + 3), str(steps - 1), fill=(90, 90, 90), font=small)
+    draw.text((left, height - bottom + 3), "0", fill=(90, 90, 90), font=small)
+    draw.text(
+        ((left + width - right) // 2 - 3 * len(x_label), height - bottom + 3), x_label, fill=(90, 90, 90), font=small
+    )
+    draw.text((width - right - 12, height - bottom + 3), str(steps - 1), fill=(90, 90, 90), font=small)
     draw.text((left, 3), title, fill=(0, 0, 0), font=font(12))
     for index, (name, values) in enumerate(curves.items()):
         colour = POLICY_COLOURS[index % len(POLICY_COLOURS)]

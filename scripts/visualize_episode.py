@@ -49,11 +49,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fps", type=float, default=2.0, help="GIF frames per second")
     parser.add_argument("--scale", type=float, default=0.5, help="size of frames in the sheets (1 = env frame)")
+    parser.add_argument("--columns", type=int, default=2, help="frames per row of an episode sheet")
     parser.add_argument("--no-gif", action="store_true", help="only write the PNG sheets")
+    parser.add_argument("--comparison-only", action="store_true", help="only write comparison.png")
+    parser.add_argument(
+        "--palette", action="store_true", help="256-colour PNGs (about 3x smaller; for pictures kept in git)"
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/visualize"))
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes requires a positive count, got {args.episodes}")
+    if args.columns < 1:
+        parser.error(f"--columns requires a positive count, got {args.columns}")
     if args.scale <= 0:
         parser.error(f"--scale requires a positive factor, got {args.scale}")
     return args
@@ -62,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def folder_name(label: str) -> str:
     """A file-system-safe folder name for a policy label."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "policy"
+
+
+def save_png(picture: np.ndarray, path: Path, palette: bool) -> None:
+    """Write ``picture`` as PNG, optionally reduced to 256 colours."""
+    image = Image.fromarray(picture)
+    (image.quantize(256, dither=Image.Dither.NONE) if palette else image).save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         env.close()
 
         folder = args.output / folder_name(label)
-        folder.mkdir(parents=True, exist_ok=True)
         for episode, (frames, scores) in enumerate(zip(recorder.frames, recorder.scores, strict=True)):
+            if args.comparison_only:
+                break
+            folder.mkdir(parents=True, exist_ok=True)
             title = f"{label}, {args.env_id} ({args.split}), episode {episode}"
-            sheet = episode_sheet(frames, scores, title, scale=args.scale)
-            Image.fromarray(sheet).save(folder / f"episode_{episode:02d}.png", optimize=True)
+            sheet = episode_sheet(frames, scores, title, columns=args.columns, scale=args.scale)
+            save_png(sheet, folder / f"episode_{episode:02d}.png", args.palette)
             if not args.no_gif:
                 animation = [
                     animation_frame(frame, scores, step, num_steps, f"{label}, episode {episode}")
@@ -97,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         final_frames[label] = [frames[-1] for frames in recorder.frames]
         metric, metric_curves[label] = result["metric"], result["metric_by_glimpse"]
         final = ", ".join(f"{value:.3f}" for value in result["metric_by_glimpse"][-1:])
-        print(f"{label}: {args.episodes} episodes, {metric} after {num_steps} glimpses {final} -> {folder}")
+        where = "" if args.comparison_only else f" -> {folder}"
+        print(f"{label}: {args.episodes} episodes, {metric} after {num_steps} glimpses {final}{where}")
 
     args.output.mkdir(parents=True, exist_ok=True)
     comparison = comparison_sheet(final_frames, metric_curves, metric, scale=args.scale)
-    Image.fromarray(comparison).save(args.output / "comparison.png", optimize=True)
+    save_png(comparison, args.output / "comparison.png", args.palette)
     print(f"wrote {args.output / 'comparison.png'}")
     return 0
 

@@ -60,6 +60,14 @@ def test_script_on_a_generated_folder(folder_kwargs: list[str], tmp_path: Path, 
     assert "centre-zoom: 2 episodes, rmse after 3 glimpses" in capsys.readouterr().out
 
 
+def test_comparison_only_in_256_colours(folder_kwargs: list[str], tmp_path: Path) -> None:
+    argv = ["--env-id", "AdaGlimpse-ImageFolder-v0", "--env-kwargs", *folder_kwargs, "--policies", "raster",
+            "--episodes", "1", "--comparison-only", "--palette", "--output", str(tmp_path)]  # fmt: skip
+    assert visualize_episode.main(argv) == 0
+    assert [path.name for path in tmp_path.iterdir()] == ["comparison.png"]
+    assert Image.open(tmp_path / "comparison.png").mode == "P"
+
+
 def test_script_on_the_embedded_default(tmp_path: Path) -> None:
     argv = ["--policies", "whole-first", "--episodes", "1", "--no-gif", "--output", str(tmp_path)]
     assert visualize_episode.main(argv) == 0

@@ -1,0 +1,95 @@
+"""Every command the README shows exists and accepts its flags, so the README cannot drift from the code.
+
+The fenced ``bash`` blocks are read from README.md; each command line is split on ``&&``, stripped of its
+comment, and checked: ``python scripts/X.py ...`` must name an existing script whose ``--help`` works and whose
+argument parser accepts the README's flags; other programs must be installed (``pip``, ``pytest``, ...).
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def readme_commands() -> list[list[str]]:
+    """Each shell command of the README's ``bash`` blocks, as argv lists."""
+    commands, inside = [], False
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            inside = line.strip() == "```bash"
+            continue
+        if not inside or not line.strip():
+            continue
+        words = shlex.split(line, comments=True)
+        command: list[str] = []
+        for word in [*words, "&&"]:
+            if word == "&&":
+                if command:
+                    commands.append(command)
+                command = []
+            else:
+                command.append(word)
+    return commands
+
+
+COMMANDS = readme_commands()
+
+
+def test_readme_starts_with_the_two_setup_commands() -> None:
+    first_block = README.read_text().split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert first_block[0].startswith('pip install -e ".[dev]" && python scripts/train_sac.py')
+    assert first_block[1].startswith('pip install -e ".[dev]" && pytest')
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -e ".[dev]" && pytest' in ci  # CI runs exactly the README's test command
+
+
+def test_readme_has_commands() -> None:
+    scripts = {command[1] for command in COMMANDS if command[0] == "python"}
+    assert {"scripts/train_sac.py", "scripts/evaluate.py", "scripts/visualize_episode.py"} <= scripts
+
+
+def parse_script_flags(module: object, args: list[str]) -> None:
+    parse_args = getattr(module, "parse_args", None)
+    if parse_args is not None:
+        parse_args(args)
+    else:  # scripts configured by a dataclass (train_sac.py)
+        from agents.config import parse_config
+
+        parse_config(module.TrainConfig, args, "")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c)[:70] for c in COMMANDS])
+def test_readme_command(command: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(ROOT)  # README commands run from the repository root
+    program, args = command[0], command[1:]
+    if program == "python":
+        script = ROOT / args[0]
+        assert script.is_file(), f"README names {args[0]}, which does not exist"
+        module = importlib.import_module(script.stem)
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(["--help"])
+        assert exit_info.value.code == 0 and "usage" in capsys.readouterr().out
+        parse_script_flags(module, args[1:])
+    elif program == "pip":
+        assert args[:2] == ["install", "-e"]
+        extras = args[2].split("[", 1)[1].rstrip("]").split(",") if "[" in args[2] else []
+        setup = configparser.ConfigParser()
+        setup.read(ROOT / "setup.cfg")
+        for extra in extras:
+            assert setup.has_option("options.extras_require", extra), f"setup.cfg has no [{extra}] extra"
+    elif program == "pytest":
+        if "-m" in args:
+            marker = args[args.index("-m") + 1]
+            assert f'"{marker}:' in (ROOT / "pyproject.toml").read_text(), f"marker {marker!r} is not registered"
+    else:
+        assert shutil.which(program), f"README runs {program!r}, which is not installed by the dev extra"
