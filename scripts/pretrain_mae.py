@@ -43,6 +43,7 @@ from adaglimpse_env.models import ElasticMAE, create_model, create_task_head, lo
 from adaglimpse_env.models.checkpoint import atomic_torch_save, safe_torch_load
 from adaglimpse_env.normalization import to_pixels
 from agents.config import parse_config
+from agents.preflight import OutputDirectoryError, check_free_space, check_writable, format_bytes, required_free_bytes
 
 
 @dataclass
@@ -239,6 +240,21 @@ def evaluate(
     return results
 
 
+def checkpoint_bytes(config: PretrainConfig) -> int:
+    """Bytes of one checkpoint: ``training_state.pt`` (float32 weights and AdamW's two moments) plus ``model.pt``
+    (weights in ``save_dtype``), counted on a meta-device model, which allocates nothing."""
+    with torch.device("meta"):
+        model = create_model(
+            config.model_size, config.task, config.num_segmentation_classes, layer_scale_init=config.layer_scale_init
+        )
+    state = model.state_dict()
+    saved = {"float16": 2, "float32": 4}[config.save_dtype]
+    training_state = sum(t.numel() * t.element_size() for t in state.values())
+    training_state += 2 * sum(p.numel() * p.element_size() for p in model.parameters())
+    model_file = sum(t.numel() * (saved if t.is_floating_point() else t.element_size()) for t in state.values())
+    return training_state + model_file
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
@@ -255,11 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(config.device)
     output = Path(config.output)
     state_path, model_path = output / "training_state.pt", output / "model.pt"
-    if is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".write_test"
-        probe.write_text("ok")  # fail now, not after an hour, if the output folder is not writable
-        probe.unlink()
+    if is_main:  # fail now, not at the first checkpoint; before any model or data is built
+        check_writable(output, "pretrain_mae.py")
+        one_checkpoint = checkpoint_bytes(config)
+        check_free_space(
+            output,
+            "pretrain_mae.py",
+            required_free_bytes(one_checkpoint, resuming=config.resume and state_path.exists()),
+            f"a checkpoint takes {format_bytes(one_checkpoint)} and the next one is written before it is removed",
+        )
     torch.manual_seed(config.seed + rank)
     np.random.seed(config.seed + rank)
 
@@ -410,4 +430,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except OutputDirectoryError as error:
+        sys.exit(str(error))

@@ -9,6 +9,9 @@ steps on the embedded photos) takes about 15 minutes on 2 CPU cores (docs/result
 Outputs in ``--output``: ``model.zip`` (SB3), ``replay_buffer.pkl``, ``progress.json`` (written last: the
 checkpoint it names is complete), ``evaluation.json``, and ``tensorboard/`` (episode return, final score and task
 metric, metric after each glimpse count on held-out images, losses, entropy coefficient, episode pictures).
+``--resume`` continues from ``checkpoints/model_N.zip`` and ``replay_buffer_N.pkl``, N from ``progress.json``
+(:func:`agents.callbacks.save_checkpoint`). The run fails at start-up if ``--output`` cannot be written or its disk
+cannot hold two checkpoints (the replay buffer included).
 
 Usage::
 
@@ -43,9 +46,13 @@ from agents.callbacks import (
     EpisodeMetricsCallback,
     EvaluationCallback,
     ProgressBarCallback,
+    atomic_write,
+    checkpoint_paths,
+    remove_stale_checkpoint_files,
     save_checkpoint,
 )
 from agents.config import parse_config
+from agents.preflight import OutputDirectoryError, check_free_space, check_writable, format_bytes, required_free_bytes
 from agents.replay import replay_buffer_bytes
 from agents.sac import PAPER_SAC, make_sac
 from agents.sb3_adapter import GlimpseSB3VecEnv
@@ -85,24 +92,38 @@ class TrainConfig:
     progress_bar: bool = True
 
 
-def check_output(output: Path) -> None:
-    """Fail now, not after an hour, if the run folder cannot be written."""
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise SystemExit(f"train_sac: cannot write to the output folder '{output}': {error}") from error
+def read_progress(output: Path) -> dict[str, Any] | None:
+    """The commit marker of the run folder's last complete checkpoint, or ``None`` when there is none."""
+    path = output / "progress.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def checkpoint_bytes(model: SAC, observation_space: gym.spaces.Dict, replay_bytes: int) -> int:
+    """Estimate of one checkpoint on disk: the policy's weights and the Adam moments of its optimised ones (an upper
+    bound: the target critics have none), each env's last observation, which SB3 pickles twice (``_last_obs``,
+    ``_last_original_obs``) as base64 text, and ``replay_bytes`` for a saved replay buffer."""
+    weights = sum(parameter.numel() * parameter.element_size() for parameter in model.policy.parameters())
+    last_observations = replay_buffer_bytes(model.n_envs, observation_space, np.float32) * 4 // 3
+    return 3 * weights + last_observations + replay_bytes
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(TrainConfig, argv, __doc__.splitlines()[0])
     output = Path(config.output)
-    check_output(output)
+    check_writable(output, "train_sac.py")  # before any model or data is built
     if config.threads:
         torch.set_num_threads(config.threads)
     set_random_seed(config.seed)
+
+    # The last complete checkpoint, if any. A fresh run drops the folder's previous one (so that a later --resume
+    # never mixes two runs); leftovers of killed saves go now rather than at the first checkpoint.
+    progress = read_progress(output)
+    if progress is not None and not config.resume:
+        print(f"starting afresh in {output}: dropping its checkpoint at {progress['num_timesteps']} env steps")
+        (output / "progress.json").unlink()
+        progress = None
+    remove_stale_checkpoint_files(output, progress["num_timesteps"] if progress else None)
+    resuming = progress is not None
 
     # Envs: training images with augmentation; held-out images for evaluation (with pictures).
     env_kwargs = {"device": config.env_device, **config.env_kwargs}
@@ -121,12 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     task = train_env.episode.task
 
     # Agent: a new one, or the last complete checkpoint of this run folder.
-    progress_file = output / "progress.json"
-    if config.resume and progress_file.exists():
-        progress = json.loads(progress_file.read_text())
-        model = SAC.load(output / "model.zip", env=vec_env, device=config.device)
-        if progress.get("replay_buffer") and (output / "replay_buffer.pkl").exists():
-            model.load_replay_buffer(output / "replay_buffer.pkl")
+    if progress is not None:
+        step = int(progress["num_timesteps"])
+        model_path, buffer_path = checkpoint_paths(output, step)
+        model = SAC.load(model_path, env=vec_env, device=config.device)
+        if progress["replay_buffer"]:
+            model.load_replay_buffer(buffer_path)
+        # A new random stream for each resume point: a resumed run does not replay the images and actions it began with.
+        model.set_random_seed(config.seed + step)
         replayed = model.replay_buffer.size() if model.replay_buffer is not None else 0
         print(f"resumed {output} at {model.num_timesteps} env steps (replay buffer: {replayed} transitions)")
     else:
@@ -151,16 +174,30 @@ def main(argv: list[str] | None = None) -> int:
     dtype = np.float16 if config.float16_buffer else np.float32
     observation_space = train_env.single_observation_space
     assert isinstance(observation_space, gym.spaces.Dict), "train_sac.py needs a Dict observation ('full' preset)"
-    memory = replay_buffer_bytes(config.buffer_size, observation_space, dtype)
+    memory = replay_buffer_bytes(model.buffer_size, observation_space, dtype)
     print(
         f"{config.env_id}: {task}, {train_env.episode.num_glimpses} glimpses, {config.num_envs} envs; "
-        f"replay buffer {config.buffer_size} transitions = {memory / 2**30:.2f} GiB "
+        f"replay buffer {model.buffer_size} transitions = {memory / 2**30:.2f} GiB "
         f"({np.dtype(dtype).name} observations)"
     )
-    (output / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    # Disk: fail now, not at the first checkpoint. Actions, rewards, dones and timeouts: 4 bytes each per value.
+    action_bytes = model.buffer_size * (int(np.prod(model.action_space.shape or ())) + 3) * 4
+    one_checkpoint = checkpoint_bytes(
+        model, observation_space, memory + action_bytes if config.save_replay_buffer else 0
+    )
+    check_free_space(
+        output,
+        "train_sac.py",
+        required_free_bytes(one_checkpoint, resuming),
+        f"a checkpoint takes up to {format_bytes(one_checkpoint)} and the next one is written before it is removed",
+        ", --no-save-replay-buffer, or a smaller --buffer-size",
+    )
+    atomic_write(output / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(config), indent=2) + "\n"))
 
     # Callbacks: episode metrics, held-out evaluation, atomic checkpoints, progress bar.
     evaluation = EvaluationCallback(eval_env, config.eval_every, config.eval_episodes)
+    # It counts from 0: a resumed run would evaluate at every step until catching up with its num_timesteps.
+    evaluation.next_evaluation = (model.num_timesteps // config.eval_every + 1) * config.eval_every
     callbacks: list[Any] = [
         EpisodeMetricsCallback(task),
         evaluation,
@@ -171,12 +208,12 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     remaining = max(0, config.total_timesteps - model.num_timesteps)
-    model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not config.resume, tb_log_name="sac")
+    model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resuming, tb_log_name="sac")
     wall = time.perf_counter() - start
     save_checkpoint(model, output, config.save_replay_buffer)
     final = evaluation.evaluate() if evaluation.model is not None else None
     summary = {"wall_time_s": round(wall, 1), "num_timesteps": model.num_timesteps, "evaluations": evaluation.history}
-    (output / "evaluation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write(output / "evaluation.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
     if final is not None:
         by_glimpse = ", ".join(f"{k}:{v:.2f}" for k, v in enumerate(final["metric_by_glimpse"]))
         print(f"final held-out {final['metric']} by glimpse: {by_glimpse}")
@@ -187,4 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except OutputDirectoryError as error:
+        sys.exit(str(error))
