@@ -91,10 +91,19 @@ ALGORITHMS: dict[str, Factory] = {
 }
 
 
+def job_devices(device: str, count: int) -> list[str]:
+    """The device of each of ``count`` runs: ``cuda`` spreads them round-robin over every visible GPU; anything
+    else (``cpu``, ``cuda:1``) is used as given."""
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    if gpus > 1:
+        return [f"cuda:{index % gpus}" for index in range(count)]
+    return [device] * count
+
+
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train (unless a baseline) and evaluate one (policy, seed) pair; runs in a worker process."""
     torch.set_num_threads(job["threads"])
-    kwargs = job["env_kwargs"]
+    kwargs = {"device": job["device"], **job["env_kwargs"]}  # the frozen model runs where the agent does
     eval_env = gym.make_vec(job["env_id"], num_envs=job["eval_envs"], split="val", **kwargs)
     assert isinstance(eval_env, GlimpseVectorEnv)
     train_seconds, steps_per_second = 0.0, float("nan")
@@ -154,8 +163,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--eval-episodes", type=int, default=64)
     parser.add_argument("--eval-envs", type=int, default=16)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes)")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda (runs spread round-robin over all visible GPUs) or cuda:N"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes; e.g. one per GPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmark_agents/results.json"))
     return parser.parse_args(argv)
@@ -166,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     env_kwargs = parse_key_values(args.env_kwargs)
     threads = args.threads or max(1, torch.get_num_threads() // args.workers)
     names = [*args.algorithms, *args.baselines]
+    devices = iter(job_devices(args.device, len(names) * len(args.seeds)))
     jobs = [
         {
             "name": name,
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_envs": args.num_envs,
             "eval_envs": args.eval_envs,
             "eval_episodes": args.eval_episodes,
-            "device": args.device,
+            "device": next(devices),
             "threads": threads,
         }
         for name in names

@@ -72,6 +72,10 @@ def parse_script_flags(module: object, args: list[str]) -> None:
 def test_readme_command(command: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(ROOT)  # README commands run from the repository root
     program, args = command[0], command[1:]
+    if program == "torchrun":  # check the launched script like a python command
+        assert shutil.which("torchrun"), "README runs torchrun, which comes with torch"
+        script_index = next(i for i, word in enumerate(args) if word.endswith(".py"))
+        program, args = "python", args[script_index:]
     if program == "python":
         script = ROOT / args[0]
         assert script.is_file(), f"README names {args[0]}, which does not exist"

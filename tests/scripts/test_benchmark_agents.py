@@ -1,0 +1,27 @@
+"""benchmark_agents.py spreads its runs over GPUs (end-to-end table: tests/scripts/test_agent_scripts.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+import benchmark_agents
+
+
+def test_runs_spread_round_robin_over_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert benchmark_agents.job_devices("cuda", 5) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0", "cuda:1"]
+    assert benchmark_agents.job_devices("cuda:2", 2) == ["cuda:2", "cuda:2"]  # an explicit device is kept
+    assert benchmark_agents.job_devices("cpu", 2) == ["cpu", "cpu"]
+
+
+def test_one_gpu_or_none_keeps_the_device_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert benchmark_agents.job_devices("cuda", 2) == ["cuda", "cuda"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert benchmark_agents.job_devices("cuda", 1) == ["cuda"]
