@@ -221,14 +221,13 @@ def _publish(source: Path, destination: Path) -> None:
 
 
 def remove_stale_checkpoint_files(output: Path, keep: int | None) -> None:
-    """Remove what killed or superseded saves left in ``output``: temporary files of interrupted writes and every
-    checkpoint but the one at step ``keep`` (``None``: all of them)."""
+    """Remove what killed or superseded saves left in the run folder ``output``: the temporary files of
+    interrupted :func:`atomic_write` calls and every checkpoint but the one at step ``keep`` (``None``: all)."""
     output = Path(output)
     kept = {path.name for path in checkpoint_paths(output, keep)} if keep is not None else set()
     folder = output / CHECKPOINT_FOLDER
     stale = [path for path in folder.iterdir() if path.is_file() and path.name not in kept] if folder.is_dir() else []
-    for name in ("model.zip", "replay_buffer.pkl", "progress.json"):
-        stale += output.glob(f".{name}.*.tmp")
+    stale += [path for path in output.glob(".*.tmp") if path.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
 

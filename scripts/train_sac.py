@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             model.load_replay_buffer(buffer_path)
         # A new random stream for each resume point: a resumed run does not replay the images and actions it began with.
         model.set_random_seed(config.seed + step)
-        replayed = model.replay_buffer.size() if model.replay_buffer is not None else 0
+        buffer = model.replay_buffer
+        replayed = buffer.size() * buffer.n_envs if buffer is not None else 0  # size() counts rows of n_envs
         print(f"resumed {output} at {model.num_timesteps} env steps (replay buffer: {replayed} transitions)")
     else:
         if config.resume:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,16 +17,21 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 @pytest.fixture(scope="session")
-def env_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """``--env-id`` and ``--env-kwargs`` flags of a tiny folder env (2 glimpses: 2-step episodes)."""
+def env_kwargs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Keyword arguments of ``AdaGlimpse-ImageFolder-v0`` for a tiny env: 5 images, a 1-block model, 2 glimpses."""
     from adaglimpse_env.models import save_model
 
     root = tmp_path_factory.mktemp("fault_env")
     for i in range(5):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(root / f"{i}.png")
     save_model(root / "tiny.pt", tiny_model(), "reconstruction")
-    kwargs = [f"data_root={root}", f"checkpoint={root / 'tiny.pt'}", "num_glimpses=2"]
-    return ["--env-id", "AdaGlimpse-ImageFolder-v0", "--env-kwargs", *kwargs]
+    return {"data_root": str(root), "checkpoint": str(root / "tiny.pt"), "num_glimpses": 2}
+
+
+@pytest.fixture(scope="session")
+def env_args(env_kwargs: dict[str, Any]) -> list[str]:
+    """The same env as ``--env-id`` and ``--env-kwargs`` flags."""
+    return ["--env-id", "AdaGlimpse-ImageFolder-v0", "--env-kwargs", *(f"{k}={v}" for k, v in env_kwargs.items())]
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +48,14 @@ def sac_args(env_args: list[str]) -> Callable[..., list[str]]:
         ]  # fmt: skip
 
     return build
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models on a busy machine run ~10x faster on one thread than on threads fighting over the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
