@@ -28,7 +28,7 @@ def parse_hub_name(name: str) -> tuple[str, str]:
     """Split ``hf-hub:owner/repo/path/to/file`` into ``(repo_id, filename)``.
 
     Raises:
-        ValueError: if the name has no file part.
+        ValueError: if the name has no file part, or a ``.`` / ``..`` segment.
     """
     spec = name[len(HF_HUB_PREFIX) :] if name.startswith(HF_HUB_PREFIX) else name
     parts = spec.split("/")
@@ -37,6 +37,9 @@ def parse_hub_name(name: str) -> tuple[str, str]:
             f"A hub checkpoint name requires the form 'hf-hub:<owner>/<repo>/<file>', got {name!r}; "
             f"for example 'hf-hub:apardyl/AdaGlimpse/<file>.ckpt'"
         )
+    # Refused here, before the hub client is imported: such a name could only be meant to leave the cache folder.
+    if any(part in (".", "..") for part in parts):
+        raise ValueError(f"A hub checkpoint name requires no '.' or '..' path segments, got {name!r}")
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 

@@ -350,3 +350,24 @@ def test_bit_flips_in_the_pickle_stream_never_escape_as_raw_errors(tmp_path: Pat
             assert str(path) in str(error)
             outcomes["refused"] += 1
     assert outcomes["refused"] > 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["hf-hub:apardyl/AdaGlimpse/../../../etc/passwd", "hf-hub:../../models/file.pt", "hf-hub:apardyl/./x.ckpt"],
+    ids=["file-traversal", "repo-traversal", "dot-segment"],
+)
+def test_hub_name_with_path_traversal_is_refused_before_the_hub(
+    name: str, good_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    def must_not_be_called(*args, **kwargs):
+        raise AssertionError("the hub client was reached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", must_not_be_called)
+    message = r"requires no '\.' or '\.\.' path segments, got"
+    with pytest.raises(ValueError, match=message):
+        load_model(name, local_files_only=True)
+    with pytest.raises(ValueError, match=message):
+        gym.make(FOLDER_ID, data_root=str(good_folder), checkpoint=name, num_workers=0)
