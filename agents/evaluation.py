@@ -84,7 +84,8 @@ def run_policy(
     """Run ``episodes`` full episodes (in batches of ``num_envs``); per-glimpse metric and final numbers.
 
     Args:
-        env: the env to run on; round ``k`` resets it with ``seed + k``, so the same seed gives the same images.
+        env: the env to run on; the first reset is seeded with ``seed`` and later rounds continue its image
+            stream, so the same seed gives the same images and no image repeats before the split is exhausted.
         policy: anything with SB3's ``predict(observation, deterministic=True) -> (actions, state)``.
         episodes: how many episodes to measure.
         seed: first reset seed.
@@ -95,10 +96,11 @@ def run_policy(
     steps = env.episode.num_glimpses or 0
     per_step: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
     finals, fractions, returns, lengths = [], [], [], []
-    done_episodes, round_index = 0, 0
+    done_episodes = 0
     while done_episodes < episodes:
-        observation, info = env.reset(seed=seed + round_index)
-        round_index += 1
+        # Only the first reset is seeded: later rounds continue the same image stream, so an unshuffled val split
+        # is walked through in order instead of restarting at its first image every round.
+        observation, info = env.reset(seed=seed if done_episodes == 0 else None)
         current = info[metric].astype(np.float64)
         per_step[0].append(current.copy())
         total = np.zeros(env.num_envs)

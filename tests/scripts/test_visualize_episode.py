@@ -132,3 +132,16 @@ def test_training_logs_pictures_to_tensorboard(folder_kwargs: list[str], tmp_pat
     assert {"eval/episodes", "eval/rmse_by_glimpse", "eval/where_it_looks"} <= images
     sheet = accumulator.Images("eval/episodes")[-1]
     assert sheet.width == 224 * 3 + 4 + 224 and sheet.height > 2 * 224  # two episodes: frame + score curve each
+
+
+def test_run_policy_walks_an_unshuffled_split_without_repeating(tmp_path: Path) -> None:
+    for index in range(6):
+        Image.new("RGB", (32, 32), (40 * index, 0, 0)).save(tmp_path / f"{index}.png")
+    save_model(tmp_path / "tiny.pt", tiny_model(), "reconstruction")
+    env = gym.make_vec("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(tmp_path), split="val",
+                       checkpoint=str(tmp_path / "tiny.pt"), num_glimpses=1, render_mode="rgb_array")  # fmt: skip
+    recorder = EpisodeRecorder(render_episodes=None)
+    run_policy(env, make_baseline("whole-first", env), episodes=6, seed=0, recorder=recorder)
+    reds = [int(frames[0][5, 5, 0]) for frames in recorder.frames]  # the image's red level, top-left pixel
+    assert sorted(reds) == [0, 40, 80, 120, 160, 200]  # three rounds of two envs: every image once
+    env.close()
