@@ -11,10 +11,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.features import sac_policy_kwargs
+from agents.features import STREAMS, sac_policy_kwargs
 from agents.replay import Float16DictReplayBuffer
 
 #: spec §3.4 (CLI defaults of the original).
@@ -65,7 +66,8 @@ def make_sac(
     """SAC with the paper's settings and actor/critic trunks (separate, as the original) on a glimpse env.
 
     Args:
-        env: an SB3 ``VecEnv`` of a full-preset glimpse env (e.g. :func:`agents.sb3_adapter.make_sb3_vec_env`).
+        env: an SB3 ``VecEnv`` of a glimpse env (e.g. :func:`agents.sb3_adapter.make_sb3_vec_env`). The ``full``
+            and ``latent`` presets get the original trunk over the streams they hold, ``flat`` SB3's MLP policy.
         seed: seeds SB3, the policy and the env.
         device: where the networks train.
         tensorboard_log: TensorBoard folder.
@@ -77,9 +79,16 @@ def make_sac(
     settings = {**PAPER_SAC, **overrides}
     if lr_schedule and not callable(settings["learning_rate"]):
         settings["learning_rate"] = one_cycle_cosine(float(settings["learning_rate"]))
-    if float16_buffer:
-        settings.setdefault("replay_buffer_class", Float16DictReplayBuffer)
-    settings.setdefault("policy_kwargs", sac_policy_kwargs())
-    return SAC(
-        "MultiInputPolicy", env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings
-    )
+    space = env.observation_space
+    if isinstance(space, spaces.Dict):
+        policy = "MultiInputPolicy"
+        if float16_buffer:
+            settings.setdefault("replay_buffer_class", Float16DictReplayBuffer)
+        # The original trunk over the streams the preset has (the latent preset has no patches or importance).
+        missing = tuple(name for name in STREAMS if name not in space.spaces)
+        settings.setdefault("policy_kwargs", sac_policy_kwargs(exclude_inputs=missing))
+    elif isinstance(space, spaces.Box):
+        policy = "MlpPolicy"  # the flat preset: one vector, SB3's MLP trunk
+    else:
+        raise ValueError(f"make_sac requires a Dict or Box observation space, got {space}")
+    return SAC(policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings)

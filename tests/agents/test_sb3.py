@@ -18,13 +18,16 @@ from agents.sac import PAPER_SAC, make_sac, one_cycle_cosine
 from agents.sb3_adapter import GlimpseSB3VecEnv, make_sb3_vec_env
 
 
-def tiny_vec_env(folder: Path, checkpoint: Path | ElasticMAE, num_envs: int = 2, glimpses: int = 2) -> GlimpseSB3VecEnv:
+def tiny_vec_env(
+    folder: Path, checkpoint: Path | ElasticMAE, num_envs: int = 2, glimpses: int = 2, observation: str = "full"
+) -> GlimpseSB3VecEnv:
     return make_sb3_vec_env(
         "AdaGlimpse-ImageFolder-v0",
         num_envs=num_envs,
         data_root=str(folder),
         checkpoint=checkpoint,
         num_glimpses=glimpses,
+        observation=observation,
     )
 
 
@@ -70,6 +73,20 @@ def test_sac_runs_with_paper_settings(tiny_folder: Path, tiny_checkpoint: Path) 
     assert samples.observations["latent"].dtype == torch.float32
     actions, _ = model.predict(env.reset(), deterministic=True)
     assert actions.shape == (2, 3) and np.all(np.abs(actions) <= 1)
+
+
+@pytest.mark.parametrize("observation", ["latent", "flat"])
+def test_make_sac_fits_every_observation_preset(tiny_folder: Path, tiny_checkpoint: Path, observation: str) -> None:
+    env = tiny_vec_env(tiny_folder, tiny_checkpoint, observation=observation)
+    model = make_sac(env, seed=0, device="cpu", learning_starts=4, buffer_size=32, batch_size=4)
+    if observation == "latent":  # the original trunk over the streams the preset holds
+        assert isinstance(model.actor.features_extractor, GlimpseFeaturesExtractor)
+        assert model.actor.features_extractor.streams == ("coords", "latent")
+    else:  # one vector: SB3's MLP
+        assert not isinstance(model.actor.features_extractor, GlimpseFeaturesExtractor)
+    model.learn(8)
+    assert model.num_timesteps == 8
+    env.close()
 
 
 @pytest.mark.parametrize("algorithm", [TD3, PPO])
