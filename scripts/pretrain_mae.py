@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader
 
-from adaglimpse_env.datasets import ImageSource
 from adaglimpse_env.envs.factory import build_image_source
 from adaglimpse_env.glimpse import extract_glimpses
 from adaglimpse_env.models import ElasticMAE, create_model, create_task_head, load_model, save_model
@@ -124,8 +124,9 @@ def learning_rate(step: int, config: PretrainConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def endless(loader: DataLoader, epoch_setter: Any = None) -> Any:
-    epoch = 0
+def endless(loader: DataLoader, epoch_setter: Any = None, first_epoch: int = 0) -> Any:
+    """The loader's batches, epoch after epoch from ``first_epoch``, telling ``epoch_setter`` each epoch first."""
+    epoch = first_epoch
     while True:
         if epoch_setter is not None:
             epoch_setter(epoch)
@@ -144,17 +145,27 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return batch
 
 
-class SeededSamples(torch.utils.data.Dataset):
-    """Pairs each index with a seed for its augmentation, fixed by the run seed and the epoch."""
+class SeededEpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
+    """One epoch of ``(index, augmentation seed)`` pairs: a shuffle of the files and a seed for each, both fixed by
+    the run seed and the epoch (:meth:`set_epoch`).
 
-    def __init__(self, source: ImageSource, seed: int) -> None:
-        self.source, self.seed, self.epoch = source, seed, 0
+    Both are drawn here, in the main process: what the batches hold does not depend on the number of loader
+    workers. (A seed drawn inside the dataset from an epoch attribute set between epochs never reaches persistent
+    workers, whose copy of the dataset keeps epoch 0: every epoch then repeated the first one's crops.)
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.source)
+        return self.size
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.source[(index, hash((self.seed, self.epoch, index)) % (2**31 - 1))]
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist()
+        return iter([(index, hash((self.seed, self.epoch, index)) % (2**31 - 1)) for index in order])
 
 
 def build_teacher(config: PretrainConfig, device: torch.device) -> torch.nn.Module | None:
@@ -299,9 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         config.val_dataset or config.dataset, config.val_data_root or config.data_root, "val", config.task, size,
         augment=False,
     )  # fmt: skip
-    samples = SeededSamples(train_source, config.seed + 1000 * rank)
+    sampler = SeededEpochSampler(len(train_source), config.seed + 1000 * rank)
+    # The loader's own generator only seeds its workers, and leaves the global torch RNG alone.
     loader = DataLoader(
-        samples, batch_size=config.batch_size, shuffle=True, drop_last=len(samples) >= config.batch_size,
+        train_source, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_source) >= config.batch_size,
         num_workers=config.num_workers, collate_fn=collate, persistent_workers=config.num_workers > 0,
         generator=torch.Generator().manual_seed(config.seed + rank),
     )  # fmt: skip
@@ -366,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
     progress = tqdm(total=config.steps, initial=step, disable=not is_main, desc="pretrain", unit="step")
     generator = torch.Generator().manual_seed(config.seed * 7919 + rank + step)
-    batches = endless(loader, lambda epoch: setattr(samples, "epoch", epoch))
+    batches = endless(loader, sampler.set_epoch, first_epoch=step // max(1, len(loader)))  # a resumed run goes on
     model.train()
     while step < config.steps:
         start = time.perf_counter()

@@ -17,6 +17,7 @@ Usage::
 
     python scripts/train_sac.py                                   # embedded photos and model, ~15 min on 2 cores
     python scripts/train_sac.py --resume                          # continue a killed run
+    python scripts/train_sac.py --deterministic --seed 1          # bit-for-bit repeatable (docs/determinism.md)
     python scripts/train_sac.py --config configs/sac/paper.yaml --env-kwargs data_root=/data/imagenet ...
     python scripts/train_sac.py --env-id AdaGlimpse-ImageNet-Reconstruction-v0 \\
         --env-kwargs data_root=/data/imagenet checkpoint=mae.ckpt --device cuda --num-envs 64 --total-timesteps 2000000
@@ -25,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -84,6 +86,7 @@ class TrainConfig:
     checkpoint_every: int = 10_000
     save_replay_buffer: bool = True
     seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms(True): see docs/determinism.md
     device: str = "auto"
     env_device: str = "cpu"
     threads: int | None = None
@@ -113,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     check_writable(output, "train_sac.py")  # before any model or data is built
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.deterministic:
+        # PyTorch's reproducibility notes: cuBLAS on CUDA >= 10.2 needs a fixed workspace before its first call
+        # (torch 2.14 no longer asks for it, older releases do); CPU results are the same either way.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     set_random_seed(config.seed)
 
     # The last complete checkpoint, if any. A fresh run drops the folder's previous one (so that a later --resume
