@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from adaglimpse_env.models.mae import ElasticMAE
+from adaglimpse_env.models.mae import ConstantTokens, ElasticMAE
 from adaglimpse_env.normalization import to_pixels
 
 TaskName = Literal["reconstruction", "classification", "segmentation"]
@@ -38,8 +38,19 @@ class TaskHead(ABC):
     """The :class:`~adaglimpse_env.models.mae.MAEConfig` decoder type the task needs."""
 
     @abstractmethod
-    def predict(self, model: ElasticMAE, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Task output from the latent ``(B, 1 + n, D)``; ``pad_mask (B, n, 1)`` marks empty token slots."""
+    def predict(
+        self,
+        model: ElasticMAE,
+        latent: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        *,
+        decoder_constants: ConstantTokens | None = None,
+    ) -> torch.Tensor:
+        """Task output from the latent ``(B, 1 + n, D)``; ``pad_mask (B, n, 1)`` marks empty token slots.
+
+        ``decoder_constants`` (from :meth:`ElasticMAE.decoder_constants`) lets a frozen decoder skip its
+        input-independent work; heads without a decoder ignore it.
+        """
 
     @abstractmethod
     def score(
@@ -60,9 +71,16 @@ class ReconstructionHead(TaskHead):
     name = "reconstruction"
     decoder_type = "standard"
 
-    def predict(self, model: ElasticMAE, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(
+        self,
+        model: ElasticMAE,
+        latent: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        *,
+        decoder_constants: ConstantTokens | None = None,
+    ) -> torch.Tensor:
         """``(B, 1 + n, D)`` -> ``(B, G, p*p*3)`` normalised-pixel patches."""
-        return model.forward_decoder(latent, pad_mask)
+        return model.forward_decoder(latent, pad_mask, decoder_constants)
 
     @staticmethod
     def squared_error(model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -95,7 +113,14 @@ class ClassificationHead(TaskHead):
     name = "classification"
     decoder_type = "none"
 
-    def predict(self, model: ElasticMAE, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(
+        self,
+        model: ElasticMAE,
+        latent: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        *,
+        decoder_constants: ConstantTokens | None = None,
+    ) -> torch.Tensor:
         """``(B, 1 + n, D)`` -> ``(B, num_classes)`` logits (the cls token never attends to empty slots)."""
         return model.forward_head(latent)
 
@@ -130,9 +155,16 @@ class SegmentationHead(TaskHead):
     name = "segmentation"
     decoder_type = "segment"
 
-    def predict(self, model: ElasticMAE, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(
+        self,
+        model: ElasticMAE,
+        latent: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        *,
+        decoder_constants: ConstantTokens | None = None,
+    ) -> torch.Tensor:
         """``(B, 1 + n, D)`` -> ``(B, C, H, W)`` logits."""
-        return model.forward_decoder(latent, pad_mask)
+        return model.forward_decoder(latent, pad_mask, decoder_constants)
 
     @staticmethod
     def pixel_cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

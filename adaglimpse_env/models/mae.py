@@ -5,7 +5,8 @@ nothing but its prefix stripped (see :mod:`adaglimpse_env.models.checkpoint`).
 
 Stages, as in timm and MAE:
 
-* :meth:`ElasticMAE.forward_encoder`: patches + boxes -> latent ``(B, 1 + n, D)`` (cls first);
+* :meth:`ElasticMAE.forward_encoder`: patches + boxes -> latent ``(B, 1 + n, D)`` (cls first), in two stages,
+  :meth:`ElasticMAE.embed_tokens` (per token, reusable across steps) and :meth:`ElasticMAE.encode_tokens`;
 * :meth:`ElasticMAE.forward_decoder`: latent -> pixel patches ``(B, G, p*p*3)`` or segmentation logits;
 * :meth:`ElasticMAE.forward_head`: latent -> class logits ``(B, num_classes)``;
 * :func:`attention_rollout`: the encoder's attention maps -> token importance ``(B, n, 1)``.
@@ -14,7 +15,7 @@ Stages, as in timm and MAE:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,19 @@ class EncoderOutput:
     attentions: list[torch.Tensor] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ConstantTokens:
+    """Tokens that are the same in every sample, with their first-block projection computed once.
+
+    Attributes:
+        tokens: ``(1, S, dim)``.
+        qkv: ``(1, S, 3 * dim)``, ``block.attn.qkv(block.norm1(tokens))``.
+    """
+
+    tokens: torch.Tensor
+    qkv: torch.Tensor
+
+
 class Attention(nn.Module):
     """Multi-head self-attention whose padded tokens are masked as keys only (spec §2.1).
 
@@ -146,13 +160,39 @@ class Attention(nn.Module):
         Returns:
             ``(out (B, T, dim), attention or None)``.
         """
-        batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        return self.attend(self.qkv(x), pad_mask, return_attention, mask_dtype=x.dtype)
+
+    def attend(
+        self,
+        qkv: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+        query_start: int = 0,
+        mask_dtype: torch.dtype | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend, given the ``qkv`` projection of the (normed) tokens; see :meth:`forward`.
+
+        Args:
+            qkv: ``(B, T, 3 * dim)``, ``self.qkv(x)``; rows of constant tokens may have been computed once.
+            pad_mask: as in :meth:`forward`.
+            return_attention: as in :meth:`forward` (the attention of the computed queries only).
+            query_start: compute the output of tokens ``query_start:`` only; they still attend to all ``T`` keys.
+            mask_dtype: dtype of the additive key mask (:meth:`forward` uses its input's, as the original).
+
+        Returns:
+            ``(out (B, T - query_start, dim), attention or None)``.
+        """
+        batch, tokens, width = qkv.shape
+        dim = width // 3
+        qkv = qkv.reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
+        if query_start:
+            q = q[:, :, query_start:]
         bias = None
         if pad_mask is not None:
-            bias = x.new_zeros(batch, 1, 1, tokens)
-            bias[..., 1:] = pad_mask.reshape(batch, 1, 1, tokens - 1).to(x.dtype) * PAD_LOGIT
+            dtype = mask_dtype or qkv.dtype
+            bias = qkv.new_zeros(batch, 1, 1, tokens, dtype=dtype)
+            bias[..., 1:] = pad_mask.reshape(batch, 1, 1, tokens - 1).to(dtype) * PAD_LOGIT
         if return_attention:
             logits = (q @ k.transpose(-2, -1)) * self.scale
             if bias is not None:
@@ -162,7 +202,7 @@ class Attention(nn.Module):
         else:
             attention = None
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        out = out.transpose(1, 2).reshape(batch, tokens, dim)
+        out = out.transpose(1, 2).reshape(batch, tokens - query_start, dim)
         return self.proj(out), attention
 
 
@@ -188,13 +228,59 @@ class LayerScaleBlock(nn.Module):
         self.gamma_2 = nn.Parameter(init_values * torch.ones(dim))
 
     def forward(
-        self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, return_attention: bool = False
+        self,
+        x: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+        query_start: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Apply the block; see :meth:`Attention.forward` for the arguments. Returns ``(x, attention)``."""
-        attended, attention = self.attn(self.norm1(x), pad_mask, return_attention)
+        """Apply the block; see :meth:`Attention.forward` for the arguments. Returns ``(x, attention)``.
+
+        With ``query_start``, only tokens ``query_start:`` are computed (they still attend to every token), for a
+        last block whose other outputs would be discarded: ``x`` is then ``(B, T - query_start, dim)``.
+        """
+        normed = self.norm1(x)
+        attended, attention = self.attn.attend(
+            self.attn.qkv(normed), pad_mask, return_attention, query_start, mask_dtype=normed.dtype
+        )
+        return self._residual(x[:, query_start:], attended), attention
+
+    def forward_with_constant_suffix(
+        self,
+        x: torch.Tensor,
+        suffix: ConstantTokens,
+        pad_mask: torch.Tensor | None = None,
+        query_start: int = 0,
+    ) -> torch.Tensor:
+        """``forward(cat(x, suffix.tokens))[0]``, reusing the suffix's precomputed ``qkv(norm1(.))`` rows.
+
+        Args:
+            x: ``(B, T, dim)`` tokens.
+            suffix: constant tokens appended to every sample, from :meth:`constant_tokens`.
+            pad_mask: ``(B, T + S - 1, 1)`` key mask of the concatenated tokens, as in :meth:`forward`.
+            query_start: as in :meth:`forward`.
+
+        Returns:
+            ``(B, T + S - query_start, dim)``.
+        """
+        batch = x.shape[0]
+        normed = self.norm1(x)
+        qkv = torch.cat((self.attn.qkv(normed), suffix.qkv.expand(batch, -1, -1)), dim=1)
+        attended, _ = self.attn.attend(qkv, pad_mask, query_start=query_start, mask_dtype=normed.dtype)
+        x = torch.cat((x, suffix.tokens.expand(batch, -1, -1)), dim=1)
+        return self._residual(x[:, query_start:], attended)
+
+    def constant_tokens(self, tokens: torch.Tensor) -> ConstantTokens:
+        """Precompute the input-independent part of this block for tokens that are the same in every sample.
+
+        Args:
+            tokens: ``(1, S, dim)``, in the dtype the block will see them in.
+        """
+        return ConstantTokens(tokens=tokens, qkv=self.attn.qkv(self.norm1(tokens)))
+
+    def _residual(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         x = x + self.gamma_1 * attended
-        x = x + self.gamma_2 * self.mlp(self.norm2(x))
-        return x, attention
+        return x + self.gamma_2 * self.mlp(self.norm2(x))
 
 
 class PatchEmbed(nn.Module):
@@ -324,7 +410,7 @@ class ElasticMAE(nn.Module):
         aux_latent_layer: int | None = None,
         return_attention: bool = False,
     ) -> EncoderOutput:
-        """Encode the tokens gathered so far (spec §2.3).
+        """Encode the tokens gathered so far (spec §2.3): :meth:`embed_tokens`, then :meth:`encode_tokens`.
 
         Args:
             patches: ``(B, n, C, p, p)`` native patches (``n`` may be 0), or a ``(B, C, H, W)`` image, which is
@@ -337,15 +423,47 @@ class ElasticMAE(nn.Module):
         Returns:
             The :class:`EncoderOutput`.
         """
-        x = self.patch_embed(patches)
         if patches.ndim == 4:
-            pos = self.pos_embed
+            tokens = self.patch_embed(patches) + self.pos_embed
         else:
             if boxes is None:
                 raise ValueError("forward_encoder requires boxes (B, n, 4) when given patches (B, n, C, p, p)")
-            pos = box_sincos_embed(self.config.embed_dim, boxes, self.config.patch_size).to(x.dtype)
-        x = x + pos
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x), dim=1)
+            tokens = self.embed_tokens(patches, boxes)
+        return self.encode_tokens(tokens, pad_mask, aux_latent_layer, return_attention)
+
+    def embed_tokens(self, patches: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """Patch tokens as they enter the first block: patch embedding plus the "2D+" embedding of their boxes.
+
+        Each token depends on its own patch and box only, so an episode can embed each glimpse once and keep its
+        tokens for the later steps (spec §2.5 re-encodes everything, but this part never changes).
+
+        Args:
+            patches: ``(B, n, C, p, p)`` native patches.
+            boxes: ``(B, n, 4)`` pixel boxes ``(y1, x1, y2, x2)``.
+
+        Returns:
+            ``(B, n, D)``.
+        """
+        x = self.patch_embed(patches)
+        return x + box_sincos_embed(self.config.embed_dim, boxes, self.config.patch_size).to(x.dtype)
+
+    def encode_tokens(
+        self,
+        tokens: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        aux_latent_layer: int | None = None,
+        return_attention: bool = False,
+    ) -> EncoderOutput:
+        """Run the encoder blocks on embedded tokens (see :meth:`embed_tokens`); the cls token is prepended.
+
+        Args:
+            tokens: ``(B, n, D)``.
+            pad_mask, aux_latent_layer, return_attention: as in :meth:`forward_encoder`.
+
+        Returns:
+            The :class:`EncoderOutput`.
+        """
+        x = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens), dim=1)
         output = EncoderOutput(latent=x)
         for i, block in enumerate(self.blocks):
             if i == aux_latent_layer:
@@ -363,7 +481,29 @@ class ElasticMAE(nn.Module):
         return self.forward_encoder(patches, boxes, pad_mask).latent
 
     # ------------------------------------------------------------------------------------------------- decoder
-    def forward_decoder(self, latent: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def decoder_queries(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The decoder's ``G`` grid queries: mask token plus the fixed 2-D embedding, ``(1, G, Dd)`` in ``dtype``."""
+        return self.mask_token.to(dtype) + self.decoder_pos_embed[:, 1:].to(dtype)
+
+    @torch.no_grad()
+    def decoder_constants(self, dtype: torch.dtype = torch.float32) -> ConstantTokens:
+        """The decoder work that does not depend on the input, for :meth:`forward_decoder`'s ``constants``.
+
+        That is the grid queries and their first-block ``qkv`` projection. Valid while the weights do not change
+        (a frozen model, as in the envs); call it where the decoder will run (same device, same autocast), with
+        the dtype the decoder's tokens will have (the autocast dtype, or the weights' dtype).
+        """
+        if self.config.decoder_type == "none":
+            raise RuntimeError("decoder_constants requires a model with a decoder, got decoder_type='none'")
+        first = cast(LayerScaleBlock, self.decoder_blocks[0])
+        return first.constant_tokens(self.decoder_queries(dtype))
+
+    def forward_decoder(
+        self,
+        latent: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        constants: ConstantTokens | None = None,
+    ) -> torch.Tensor:
         """Predict the whole image from the encoded tokens (spec §2.3, the ``mask=None`` path).
 
         Visible tokens get no decoder positional embedding; the ``G`` grid queries are mask tokens plus the fixed
@@ -374,6 +514,9 @@ class ElasticMAE(nn.Module):
         Args:
             latent: ``(B, 1 + n, D)``.
             pad_mask: optional ``(B, n, 1)``, 1 = empty slot.
+            constants: for a frozen model, :meth:`decoder_constants` (the queries and their first-block
+                projection, computed once). The last block then also skips the visible tokens, whose output
+                is discarded. Same result as without, up to float rounding (last bits; tested within 1e-6).
 
         Returns:
             ``(B, G, p*p*out_chans)`` normalised-pixel patches (``standard``) or ``(B, C, H, W)`` logits
@@ -385,15 +528,29 @@ class ElasticMAE(nn.Module):
                 "got decoder_type='none'; this is a classification-only model"
             )
         x = self.decoder_embed(latent)
-        queries = self.mask_token.to(x.dtype) + self.decoder_pos_embed[:, 1:].to(x.dtype)
-        num_visible = x.shape[1]
-        x = torch.cat((x, queries.expand(x.shape[0], -1, -1)), dim=1)
+        batch, num_visible = x.shape[:2]
+        num_queries = self.num_grid_tokens
         key_mask = None
         if pad_mask is not None:
-            key_mask = torch.cat((pad_mask.to(x.dtype), x.new_zeros(x.shape[0], queries.shape[1], 1)), dim=1)
-        for block in self.decoder_blocks:
-            x, _ = block(x, key_mask)
-        x = self.decoder_norm(x)[:, num_visible:]
+            key_mask = torch.cat((pad_mask.to(x.dtype), x.new_zeros(batch, num_queries, 1)), dim=1)
+        if constants is None:
+            x = torch.cat((x, self.decoder_queries(x.dtype).expand(batch, -1, -1)), dim=1)
+            for block in self.decoder_blocks:
+                x, _ = block(x, key_mask)
+            x = self.decoder_norm(x)[:, num_visible:]
+        else:
+            if constants.tokens.dtype != x.dtype:
+                raise ValueError(
+                    f"forward_decoder requires constants in the decoder's dtype {x.dtype}, got "
+                    f"{constants.tokens.dtype}; build them with decoder_constants({x.dtype})"
+                )
+            # Only the G query outputs of the last block are used: it skips the visible tokens' rows.
+            last = len(self.decoder_blocks) - 1
+            first = cast(LayerScaleBlock, self.decoder_blocks[0])
+            x = first.forward_with_constant_suffix(x, constants, key_mask, query_start=num_visible if last == 0 else 0)
+            for i in range(1, last + 1):
+                x, _ = self.decoder_blocks[i](x, key_mask, query_start=num_visible if i == last else 0)
+            x = self.decoder_norm(x)
         if self.config.decoder_type == "standard":
             return self.decoder_pred(x)
         return self.decoder_segment(x)
