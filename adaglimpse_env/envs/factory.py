@@ -40,6 +40,8 @@ _EPISODE_KEYS = (
     "extract_latent_layer",
 )
 
+#: Keyword arguments passed to the env unchanged (see GlimpseVectorEnv; the env validates them).
+_ENV_KEYS = ("num_workers", "render_mode", "output", "autocast_dtype", "compile_model", "incremental")
 
 #: The tiny elastic MAE shipped with the package (see docs/results.md for the command that trained it).
 EMBEDDED_MODEL = "elastic_mae_tiny_photos.pt"
@@ -157,7 +159,7 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
         )
     episode = EpisodeConfig(task=task, **{key: options.pop(key) for key in _EPISODE_KEYS if key in options})
     shuffle = options.pop("shuffle", split == "train")
-    unknown = set(options) - {"num_workers", "render_mode", "max_episode_steps"}
+    unknown = set(options) - {"max_episode_steps", *_ENV_KEYS}
     if unknown:
         raise TypeError(f"{env_id or 'make_env'} got unexpected keyword arguments {sorted(unknown)}")
     options.pop("max_episode_steps", None)

@@ -13,7 +13,8 @@ from adaglimpse_env.envs.vector_env import GlimpseVectorEnv
 
 class GlimpseEnv(gym.Env):
     """One episode = one image; see :class:`GlimpseVectorEnv` for the arguments (all but ``num_envs`` and
-    ``autoreset_mode``). After ``terminated``, call ``reset()``.
+    ``autoreset_mode``; ``autocast_dtype``, ``compile_model`` and ``incremental`` apply as there, and ``output``
+    must be ``"numpy"``: a single env follows Gymnasium's ``Env`` API). After ``terminated``, call ``reset()``.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 2}  # noqa: RUF012
@@ -22,6 +23,11 @@ class GlimpseEnv(gym.Env):
         for forbidden in ("num_envs", "autoreset_mode"):
             if forbidden in kwargs:
                 raise TypeError(f"GlimpseEnv does not take {forbidden!r}; use GlimpseVectorEnv for batches")
+        if kwargs.get("output", "numpy") != "numpy":
+            raise ValueError(
+                f"GlimpseEnv requires output='numpy' (Gymnasium's single-env API), got {kwargs['output']!r}; "
+                "use GlimpseVectorEnv(num_envs=1, output='torch', ...) for device tensors"
+            )
         self.vector_env = GlimpseVectorEnv(num_envs=1, autoreset_mode=AutoresetMode.DISABLED, **kwargs)
         self.render_mode = self.vector_env.render_mode
         self.action_space = self.vector_env.single_action_space
