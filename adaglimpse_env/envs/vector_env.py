@@ -12,9 +12,10 @@ so every env gets exactly what it would get alone (see :func:`~adaglimpse_env.mo
 
 Each step re-encodes every token gathered so far (spec §2.5): the transformer has no causal structure to cache.
 What never changes within an episode is reused (``incremental=True``, the default): each glimpse's token
-embeddings (patch embedding + box embedding) are computed once, the decoder's constant grid queries and their
-first-block projection once per env, the no-glimpse output once per env, and envs with no glimpse yet (or just
-restarted) take that cached output instead of a row in the forward.
+embeddings (patch embedding + box embedding) are computed once, the image's 0-255 pixels the reconstruction
+score compares with once per image, the decoder's constant grid queries and their first-block projection once per
+env, the no-glimpse output once per env, and envs with no glimpse yet (or just restarted) take that cached output
+instead of a row in the forward.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from adaglimpse_env.glimpse import action_to_unit, compute_glimpse_boxes, extrac
 from adaglimpse_env.metrics import confusion_matrix, segmentation_scores
 from adaglimpse_env.models.heads import TaskHead, create_task_head
 from adaglimpse_env.models.mae import ConstantTokens, ElasticMAE, attention_rollout
+from adaglimpse_env.normalization import to_pixels
 
 _AUTORESET_MODES = {mode.value: mode for mode in AutoresetMode} | {
     "next_step": AutoresetMode.NEXT_STEP,
@@ -189,6 +191,9 @@ class GlimpseVectorEnv(VectorEnv):
         with torch.inference_mode(), self._autocast():
             probe = self.model.embed_tokens(self._patches[:1, :1], self._boxes[:1, :1])
         self._tokens = torch.zeros(b, p, self.embed_dim, dtype=probe.dtype, device=dev) if incremental else None
+        # The images on the 0-255 scale the reconstruction score compares with, converted once per image.
+        keep_pixels = incremental and cfg.task == "reconstruction"
+        self._image_pixels = torch.zeros(b, 3, height, width, device=dev) if keep_pixels else None
         self._decoder_constants: ConstantTokens | None = None
         if incremental and self.head.decoder_type != "none":
             with torch.inference_mode(), self._autocast():
@@ -416,7 +421,10 @@ class GlimpseVectorEnv(VectorEnv):
             return
         samples = self.stream.next_samples(int(rows.size))
         index = self._rows(rows)
-        self._images[index] = self._upload(torch.stack([s["image"] for s in samples]))
+        images = self._upload(torch.stack([s["image"] for s in samples]))
+        self._images[index] = images
+        if self._image_pixels is not None:
+            self._image_pixels[index] = to_pixels(images.float())
         self._labels[index] = self._upload(torch.stack([s["label"] for s in samples]))
         if self._masks is not None:
             self._masks[index] = self._upload(torch.stack([s["mask"] for s in samples]))
@@ -473,8 +481,11 @@ class GlimpseVectorEnv(VectorEnv):
         self._glimpses[rows] += 1
 
     def _target(self) -> torch.Tensor | None:
+        """What :meth:`TaskHead.score` compares with besides the images: labels, masks, or the images' pixels."""
         if self.episode.task == "classification":
             return self._labels
+        if self.episode.task == "reconstruction":
+            return self._image_pixels
         return self._masks
 
     def _empty_state_output(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -83,17 +83,29 @@ class ReconstructionHead(TaskHead):
         return model.forward_decoder(latent, pad_mask, decoder_constants)
 
     @staticmethod
-    def squared_error(model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """Per-image sum of squared errors on the 0-255 scale, ``(B,)`` (for global RMSE accumulation)."""
-        error = to_pixels(model.unpatchify(prediction).float()) - to_pixels(images.float())
-        return error.square().flatten(1).sum(dim=1)
+    def squared_error(
+        model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, image_pixels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-image sum of squared errors on the 0-255 scale, ``(B,)`` (for global RMSE accumulation).
+
+        Args:
+            image_pixels: ``to_pixels(images.float())`` if already known (an env keeps it for the episode).
+        """
+        error = to_pixels(model.unpatchify(prediction).float())  # a fresh tensor: the rest is in place
+        error -= to_pixels(images.float()) if image_pixels is None else image_pixels
+        return error.square_().flatten(1).sum(dim=1)
 
     def score(
         self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
-        """``-RMSE`` per image in 0-255 units (spec §3.5)."""
+        """``-RMSE`` per image in 0-255 units (spec §3.5).
+
+        Args:
+            target: optional ``to_pixels(images.float())`` ``(B, 3, H, W)``, the images on the 0-255 scale, so
+                a caller scoring the same images every step computes them once (same result).
+        """
         count = images[0].numel()
-        return -(self.squared_error(model, prediction, images) / count).sqrt()
+        return -(self.squared_error(model, prediction, images, target) / count).sqrt()
 
     def loss(
         self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None

@@ -607,6 +607,7 @@ def attention_rollout(
     if tokens == 1:
         return first.new_ones(batch, 0, 1)
     device = first.device
+    uniform = num_valid is None
     if num_valid is None:
         num_valid = torch.full((batch,), tokens - 1, dtype=torch.long, device=device)
     positions = torch.arange(tokens, device=device)
@@ -617,12 +618,18 @@ def attention_rollout(
     flat_positions = torch.arange(tokens * tokens, device=device).expand(batch, -1)
     eye = torch.eye(tokens, dtype=first.dtype, device=device)
     rollout = eye.expand(batch, tokens, tokens)
+    # Every image has the same count when no num_valid is given: then a selection replaces the sort.
+    same_count = int(tokens * tokens * discard_ratio) if uniform else None
     for attention in attentions:
         fused = attention.mean(dim=1).reshape(batch, tokens * tokens)
-        order = fused.masked_fill(~valid_pairs, float("inf")).argsort(dim=-1, stable=True)
-        rank = torch.empty_like(order).scatter_(1, order, flat_positions)
         # Zero the smallest valid entries, but keep entry 0 ([cls, cls]) even when it is among them.
-        drop = (rank < num_discard) & (flat_positions != 0)
+        if same_count is not None:
+            drop = _smallest_entries(fused, same_count)
+        else:
+            order = fused.masked_fill(~valid_pairs, float("inf")).argsort(dim=-1, stable=True)
+            rank = torch.empty_like(order).scatter_(1, order, flat_positions)
+            drop = rank < num_discard
+        drop &= flat_positions != 0
         fused = fused.masked_fill(drop, 0.0).reshape(batch, tokens, tokens)
         fused = (fused + eye) / 2
         fused = fused / fused.sum(dim=-1, keepdim=True)
@@ -630,3 +637,25 @@ def attention_rollout(
     logits = rollout[:, 0, 1:].masked_fill(~valid_tokens[:, 1:], float("-inf"))
     importance = torch.where(valid_tokens[:, 1:], logits.softmax(dim=-1), 0.0)
     return importance.unsqueeze(-1)
+
+
+def _smallest_entries(values: torch.Tensor, count: int) -> torch.Tensor:
+    """Mask of the ``count`` smallest entries of each row, ties broken by position (as a stable sort ranks them).
+
+    The ``count``-th smallest value is found by selection (``kthvalue``, linear time) instead of a full sort;
+    entries below it are in, and of those equal to it, the first ones by position until ``count`` are taken.
+
+    Args:
+        values: ``(B, N)`` finite.
+        count: ``0 <= count <= N``.
+
+    Returns:
+        ``(B, N)`` bool.
+    """
+    if count == 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    threshold = values.kthvalue(count, dim=-1, keepdim=True).values
+    below = values < threshold
+    tied = values == threshold
+    room = count - below.sum(dim=-1, keepdim=True)  # >= 1: the threshold itself is among the smallest
+    return below | (tied & (tied.cumsum(dim=-1) <= room))

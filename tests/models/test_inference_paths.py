@@ -4,6 +4,7 @@ Shortcuts: tokens embedded once per glimpse (:meth:`ElasticMAE.embed_tokens` + :
 decoder constants computed once (:meth:`ElasticMAE.decoder_constants`), and a last decoder block that computes
 only the query rows. They reorder no arithmetic inside a row, but matrix products over a different number of
 rows may round differently in the last bit, so the tolerance is 1e-6 relative to the output's magnitude.
+Two more are exact: the rollout's selection of the smallest entries, and scores from cached image pixels.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import pytest
 import torch
 from test_mae import random_glimpse_tokens, tiny
 
+from adaglimpse_env.models import ReconstructionHead, attention_rollout
 from adaglimpse_env.models.mae import LayerScaleBlock
+from adaglimpse_env.normalization import to_pixels
 
 RTOL = 1e-6
 
@@ -113,3 +116,28 @@ def test_training_path_is_untouched_by_constants() -> None:
     latent = model.forward_encoder(*random_glimpse_tokens(2, 4)).latent
     model.forward_decoder(latent).square().mean().backward()
     assert model.mask_token.grad is not None and model.mask_token.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("tokens", [2, 9, 30])
+def test_rollout_selection_equals_stable_sort_even_with_ties(tokens: int) -> None:
+    # Without num_valid the rollout finds the discarded entries by selection; with it (here: every token valid)
+    # by a stable sort. Quantised attention makes many ties, which both must break by position.
+    generator = torch.Generator().manual_seed(tokens)
+    attentions = []
+    for _ in range(3):
+        raw = torch.randint(0, 4, (2, 3, tokens, tokens), generator=generator).float()
+        attentions.append((raw + 1) / (raw + 1).sum(dim=-1, keepdim=True))
+    by_selection = attention_rollout(attentions)
+    by_sort = attention_rollout(attentions, num_valid=torch.full((2,), tokens - 1))
+    assert torch.equal(by_selection, by_sort)
+
+
+def test_reconstruction_score_with_cached_pixels_is_identical() -> None:
+    model = tiny()
+    head = ReconstructionHead()
+    images = torch.randn(3, 3, 224, 224)
+    with torch.no_grad():
+        prediction = head.predict(model, model.forward_encoder(*random_glimpse_tokens(3, 4)).latent)
+        fresh = head.score(model, prediction, images, None)
+        cached = head.score(model, prediction, images, to_pixels(images))
+    assert torch.equal(fresh, cached)
