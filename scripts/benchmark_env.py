@@ -1,24 +1,35 @@
-"""How much the vector env costs on top of the frozen model it wraps, measured in one run.
+"""How fast the vector env steps, and how much it costs on top of the frozen model it wraps, measured in one run.
 
-For each ``num_envs``, one episode of ``num_glimpses`` vector steps is timed (after ``reset``, so image decoding
-is not counted), and so is the *bare* work the env cannot avoid: for the same token counts, one batched encoder
-forward with attention maps, the rollout, the task head and the score, on tensors already in place. The ratio
-env / bare is the env's overhead (glimpse extraction, bookkeeping, observation copies to numpy).
+For each device, model size and ``num_envs``, one episode of ``num_glimpses`` vector steps is timed (after
+``reset``, so image decoding is not counted), and so is the *bare* model work the env cannot avoid, on tensors
+already in place: for the same token counts, the new glimpse's token embeddings, one batched encoder forward
+with attention maps, the rollout, the task head and the score, read back to the host as the numpy API needs.
+``env / bare`` is the env's overhead (glimpse extraction, bookkeeping, observations); the target is <= 1.15 at
+``num_envs >= 64``. Both sides take the same path: the default incremental one, or with ``--reference`` the
+one that recomputes everything each step (``incremental=False``). Random weights: timing does not depend on them.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during the row ("alloc"); on the CPU the process's
+peak resident set so far (``getrusage`` ``ru_maxrss``, "process peak RSS"), which only grows from row to row.
 
 Usage::
 
-    python scripts/benchmark_env.py                       # tiny model, CPU, num_envs 1 16 64
-    python scripts/benchmark_env.py --model-size base --device cuda --num-envs 1 16 64 256
+    python scripts/benchmark_env.py                                    # tiny, num_envs 1 16 64, CPU (+ CUDA)
+    python scripts/benchmark_env.py --model-sizes tiny base --num-envs 1 16 64 256 --devices cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import platform
+import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +37,7 @@ import torch
 from adaglimpse_env import EpisodeConfig, GlimpseVectorEnv
 from adaglimpse_env.datasets import TransformConfig, embedded_photos
 from adaglimpse_env.models import ElasticMAE, attention_rollout, create_model, create_task_head
+from adaglimpse_env.normalization import to_pixels
 
 
 def synchronize(device: torch.device) -> None:
@@ -33,74 +45,109 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(function: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median seconds of ``function`` over ``repeats`` runs."""
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        function()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def autocast(device: torch.device, dtype: str | None) -> AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=getattr(torch, dtype)) if dtype else nullcontext()
 
 
-def bare_episode(model: ElasticMAE, num_envs: int, episode: EpisodeConfig, device: torch.device) -> Callable[[], None]:
-    """The model work of one episode's steps: encoder + rollout + head + score at each token count."""
+def bare_episode(
+    model: ElasticMAE,
+    num_envs: int,
+    episode: EpisodeConfig,
+    device: torch.device,
+    incremental: bool,
+    autocast_dtype: str | None,
+) -> Callable[[], None]:
+    """The model work of one episode's steps, at each token count, taking the path the env takes."""
     head = create_task_head(episode.task)
-    per_glimpse = episode.tokens_per_glimpse
+    per_glimpse, budget = episode.tokens_per_glimpse, episode.max_tokens
     images = torch.randn(num_envs, 3, *model.config.img_size, device=device)
-    patches = torch.randn(num_envs, episode.max_tokens, 3, 16, 16, device=device)
-    corner = torch.randint(0, 190, (num_envs, episode.max_tokens, 2), device=device)
+    patches = torch.randn(num_envs, budget, 3, 16, 16, device=device)
+    corner = torch.randint(0, 190, (num_envs, budget, 2), device=device)
     boxes = torch.cat((corner, corner + 32), dim=-1)
+    target: torch.Tensor | None = None
+    if episode.task == "classification":
+        target = torch.randint(0, model.config.num_classes, (num_envs,), device=device)
+    elif episode.task == "segmentation":
+        target = torch.randint(0, model.config.out_chans, (num_envs, *model.config.img_size), device=device)
+    elif incremental:
+        target = to_pixels(images)  # the env converts each image once
+    with torch.inference_mode(), autocast(device, autocast_dtype):
+        dtype = model.embed_tokens(patches[:1, :1], boxes[:1, :1]).dtype
+        constants = model.decoder_constants(dtype) if incremental and head.decoder_type != "none" else None
+    tokens = torch.zeros(num_envs, budget, model.config.embed_dim, dtype=dtype, device=device)
 
     @torch.inference_mode()
     def run() -> None:
         for glimpse in range(1, (episode.num_glimpses or 0) + 1):
             n = glimpse * per_glimpse
-            encoded = model.forward_encoder(patches[:, :n], boxes[:, :n], return_attention=True)
-            attention_rollout(encoded.attentions)
-            prediction = head.predict(model, encoded.latent)
-            head.score(model, prediction, images, None).cpu()
+            with autocast(device, autocast_dtype):
+                if incremental:
+                    tokens[:, n - per_glimpse : n] = model.embed_tokens(
+                        patches[:, n - per_glimpse : n], boxes[:, n - per_glimpse : n]
+                    )
+                    encoded = model.encode_tokens(tokens[:, :n], return_attention=True)
+                    prediction = head.predict(model, encoded.latent, decoder_constants=constants)
+                else:
+                    encoded = model.forward_encoder(patches[:, :n], boxes[:, :n], return_attention=True)
+                    prediction = head.predict(model, encoded.latent)
+            attention_rollout([attention.float() for attention in encoded.attentions])
+            head.score(model, prediction, images, target).cpu()
 
     return run
 
 
-def env_episode(env: GlimpseVectorEnv, seed: int) -> Callable[[], None]:
+def env_episode(env: GlimpseVectorEnv, seed: int) -> Callable[[], float]:
+    """One timed episode of the env (``reset`` first, outside the timed part); returns its seconds."""
     rng = np.random.default_rng(seed)
     steps = env.episode.num_glimpses or 0
-    actions = rng.uniform(-1, 1, size=(steps, env.num_envs, 3)).astype(np.float32)
+    actions: Any = rng.uniform(-1, 1, size=(steps, env.num_envs, 3)).astype(np.float32)
+    if env.output == "torch":
+        actions = torch.from_numpy(actions).to(env.device)
 
-    def run() -> None:
-        env.reset(seed=seed)  # the reset is outside the timed part: see `timed` below
-        run.timed = 0.0  # type: ignore[attr-defined]
+    def run() -> float:
+        env.reset(seed=seed)
         synchronize(env.device)
         start = time.perf_counter()
         for step in range(steps):
             env.step(actions[step])
         synchronize(env.device)
-        run.timed = time.perf_counter() - start  # type: ignore[attr-defined]
+        return time.perf_counter() - start
 
     return run
 
 
-def measure_env(env: GlimpseVectorEnv, repeats: int) -> float:
-    run = env_episode(env, seed=0)
-    times = []
-    for _ in range(repeats):
-        run()
-        times.append(run.timed)  # type: ignore[attr-defined]
-    return statistics.median(times)
+def timed(function: Callable[[], None], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} alloc"
+    # Linux reports ru_maxrss in KiB.
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} process peak RSS"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--model-size", default="tiny")
+    parser.add_argument("--model-sizes", nargs="+", default=["tiny"], help="tiny small base large")
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
     parser.add_argument("--task", default="reconstruction")
     parser.add_argument("--num-glimpses", type=int, default=12)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed episodes per row (median)")
+    parser.add_argument("--reference", action="store_true", help="incremental=False on both sides")
+    parser.add_argument("--output", default="numpy", choices=["numpy", "torch"])
+    parser.add_argument("--autocast-dtype", default=None, choices=["bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     return parser.parse_args(argv)
 
@@ -109,32 +156,54 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = create_model(args.model_size, args.task).to(device).eval()
+    devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     episode = EpisodeConfig(task=args.task, num_glimpses=args.num_glimpses)
-    source = embedded_photos("train", TransformConfig(size=model.config.img_size[0], train=True))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"# benchmark_env: {args.model_size} {args.task}, {args.num_glimpses} glimpses, device {device} ({name}), ")
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} episodes\n")
-    print("| num_envs | env episode (s) | bare model (s) | env / bare | env steps/s | peak memory (MiB) |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for num_envs in args.num_envs:
-        env = GlimpseVectorEnv(num_envs, model, source, episode, device=device)
-        bare = bare_episode(model, num_envs, episode, device)
-        bare()  # warm-up
-        measure_env(env, 1)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        env_seconds = measure_env(env, args.repeats)
-        bare_seconds = time_call(bare, device, args.repeats)
-        memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-        steps_per_second = num_envs * args.num_glimpses / env_seconds
-        print(
-            f"| {num_envs} | {env_seconds:.3f} | {bare_seconds:.3f} | {env_seconds / bare_seconds:.3f} "
-            f"| {steps_per_second:.0f} | {memory:.0f} |"
-        )
-        env.close()
+    incremental = not args.reference
+    path = "reference (incremental=False)" if args.reference else "incremental"
+    print(f"# benchmark_env: {args.task}, {args.num_glimpses} glimpses, {path} path, output={args.output}, ")
+    print(f"# autocast={args.autocast_dtype}, torch {torch.__version__}, median of {args.repeats} episodes, ")
+    print(f"# {datetime.datetime.now():%Y-%m-%d %H:%M}, load average at start {os.getloadavg()[0]:.2f}")
+    for device_type in devices:
+        print(f"# {device_type}: {device_name(torch.device(device_type))}")
+    columns = ["device", "model", "num_envs", "env episode (s)", "bare model (s)", "env / bare", "env steps/s"]
+    print("| " + " | ".join([*columns, "peak memory (MiB)"]) + " |")
+    print("|---|---|" + "---:|" * 6)
+    for device_type in devices:
+        device = torch.device(device_type)
+        for size in args.model_sizes:
+            torch.manual_seed(0)
+            model = create_model(size, args.task).to(device).eval()
+            source = embedded_photos("train", TransformConfig(size=model.config.img_size[0], train=True))
+            for num_envs in args.num_envs:
+                env = GlimpseVectorEnv(
+                    num_envs,
+                    model,
+                    source,
+                    episode,
+                    device=device,
+                    output=args.output,
+                    autocast_dtype=args.autocast_dtype,
+                    incremental=incremental,
+                )
+                bare = bare_episode(model, num_envs, episode, device, incremental, args.autocast_dtype)
+                run_env = env_episode(env, seed=0)
+                bare()  # warm-up both
+                run_env()
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                env_times, bare_times = [], []
+                for _ in range(args.repeats):  # interleaved, so a load change hits both sides alike
+                    env_times.append(run_env())
+                    bare_times.append(timed(bare, device))
+                env_seconds, bare_seconds = statistics.median(env_times), statistics.median(bare_times)
+                steps_per_second = num_envs * args.num_glimpses / env_seconds
+                print(
+                    f"| {device.type} | {size} | {num_envs} | {env_seconds:.3f} | {bare_seconds:.3f} "
+                    f"| {env_seconds / bare_seconds:.3f} | {steps_per_second:.0f} | {peak_memory(device)} |",
+                    flush=True,
+                )
+                env.close()
+    print(f"# load average at end {os.getloadavg()[0]:.2f}")
     return 0
 
 

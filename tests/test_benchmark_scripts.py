@@ -1,0 +1,40 @@
+"""The performance benchmarks run end to end on a tiny setting and print what docs/benchmarks.md quotes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import benchmark_cost_growth
+import benchmark_env
+
+
+def test_benchmark_env_prints_one_row_per_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--num-envs", "1", "2", "--num-glimpses", "2", "--repeats", "1", "--devices", "cpu"]
+    assert benchmark_env.main(argv) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| cpu")]
+    assert [row[2].strip() for row in rows] == ["1", "2"]
+    for row in rows:
+        # (printed rounded to the ms: too coarse to recompute the ratio from the printed times)
+        assert min(float(cell) for cell in row[3:7]) > 0
+        assert "process peak RSS" in row[7]
+
+
+def test_cost_growth_prints_both_paths_and_draws_the_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    plot = tmp_path / "growth.png"
+    argv = ["--num-envs", "1", "--glimpse-counts", "1", "2", "--repeats", "1", "--plot", str(plot)]
+    assert benchmark_cost_growth.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "reference: step time =" in out and "incremental: step time =" in out
+    assert "| 2 |" in out
+    assert Image.open(plot).size == (880, 350)
+
+
+def test_nice_ticks_cover_the_data() -> None:
+    ticks = benchmark_cost_growth.nice_ticks(23.0)
+    assert ticks[0] == 0 and ticks[-1] >= 23.0 and len(ticks) <= 7
