@@ -63,9 +63,14 @@ class EvaluationCallback(BaseCallback):
         self.next_evaluation = every
         self.history: list[dict[str, Any]] = []
 
+    def _on_training_start(self) -> None:
+        # A resumed run starts at num_timesteps > 0: evaluate at the next multiple of `every`, not at every step
+        # until the count catches up.
+        self.next_evaluation = (self.model.num_timesteps // self.every + 1) * self.every
+
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_evaluation:
-            self.next_evaluation += self.every
+            self.next_evaluation = (self.num_timesteps // self.every + 1) * self.every
             self.evaluate()
         return True
 

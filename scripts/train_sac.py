@@ -206,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # Callbacks: episode metrics, held-out evaluation, atomic checkpoints, progress bar.
     evaluation = EvaluationCallback(eval_env, config.eval_every, config.eval_episodes)
-    # It counts from 0: a resumed run would evaluate at every step until catching up with its num_timesteps.
-    evaluation.next_evaluation = (model.num_timesteps // config.eval_every + 1) * config.eval_every
     callbacks: list[Any] = [
         EpisodeMetricsCallback(task),
         evaluation,
