@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode
 
 from adaglimpse_env.envs.vector_env import GlimpseVectorEnv
@@ -41,10 +42,18 @@ class GlimpseEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Take one glimpse; ``action`` is ``(x, y, scale)`` in ``[-1, 1]``, shape ``(3,)``."""
-        array = np.asarray(action) if not isinstance(action, np.ndarray) else action
-        if array.shape != (3,):
+        if isinstance(action, torch.Tensor | np.ndarray):
+            array = action
+        else:
+            try:
+                array = np.asarray(action)
+            except (TypeError, ValueError) as error:  # e.g. a ragged nested list
+                raise ValueError(
+                    f"GlimpseEnv.step requires an action of shape (3,) ordered (x, y, scale), got {action!r}"
+                ) from error
+        if tuple(array.shape) != (3,):
             raise ValueError(
-                f"GlimpseEnv.step requires an action of shape (3,) ordered (x, y, scale), got {array.shape}"
+                f"GlimpseEnv.step requires an action of shape (3,) ordered (x, y, scale), got {tuple(array.shape)}"
             )
         observation, reward, terminated, truncated, info = self.vector_env.step(array[None])
         return _first(observation), float(reward[0]), bool(terminated[0]), bool(truncated[0]), _first_info(info)

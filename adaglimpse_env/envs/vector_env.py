@@ -375,12 +375,17 @@ class GlimpseVectorEnv(VectorEnv):
         if isinstance(actions, torch.Tensor):
             return self._validate_tensor_actions(actions.detach())
         try:
-            array = np.asarray(actions, dtype=np.float64)
-        except (TypeError, ValueError) as error:
+            raw = np.asarray(actions)
+        except (TypeError, ValueError) as error:  # e.g. a ragged nested list
             raise ValueError(
                 f"GlimpseVectorEnv.step requires numeric actions of shape ({self.num_envs}, 3), got {actions!r}"
             ) from error
-        array = self._check_action_shape(array)
+        if raw.dtype.kind not in "biuf":  # strings, objects (None, 10**400, dicts), complex: never parse them
+            raise ValueError(
+                f"GlimpseVectorEnv.step requires real numeric actions (bool, int or float), got dtype {raw.dtype}: "
+                f"{actions!r}"
+            )
+        array = self._check_action_shape(raw.astype(np.float64))
         if not np.isfinite(array).all():
             bad = np.argwhere(~np.isfinite(array))[0]
             raise _non_finite_action_error(array[bad[0], bad[1]], int(bad[0]), int(bad[1]))
