@@ -3,8 +3,6 @@
 Bad actions must raise ``ValueError`` / ``TypeError`` whose message reads "X requires Y, got Z", raised by our
 validation (no frame inside torch) and before any state changes, so the env stays usable. Finite values outside
 the box are clipped and counted in ``info["num_clipped_actions"]``.
-
-Cases the env does not handle yet are ``xfail(strict=True)``: they start failing loudly once fixed.
 """
 
 from __future__ import annotations
@@ -22,21 +20,6 @@ REQUIRES = r"(?s)requires .+, got .+"
 #: Wrong-dtype errors must also say which dtype was given.
 WRONG_DTYPE = r"(?s)requires .+, got .*(dtype|object|str|complex|<U)"
 
-#: Why each xfail fails today; docs/robustness.md and the report give the fix (in envs/vector_env.py and
-#: envs/glimpse_env.py, owned elsewhere).
-DTYPE_NOT_CHECKED = (
-    "GlimpseVectorEnv._validate_actions converts with np.asarray(actions, dtype=np.float64) and never checks the "
-    "input dtype: numeric strings and object arrays of numbers are parsed, complex values lose their imaginary "
-    "part with only a ComplexWarning, None becomes NaN"
-)
-OVERFLOW_NOT_CAUGHT = (
-    "np.asarray([10**400, 0, 0], dtype=np.float64) raises OverflowError, which _validate_actions does not catch"
-)
-RAGGED_SINGLE = (
-    "GlimpseEnv.step calls np.asarray(action) unguarded, so a ragged list raises numpy's own ValueError "
-    "('setting an array element with a sequence...') instead of 'GlimpseEnv.step requires ...'"
-)
-
 
 @dataclass(frozen=True)
 class BadAction:
@@ -47,15 +30,12 @@ class BadAction:
         single: the action given to the single env.
         vector: builds the action given to the vector env from ``num_envs``.
         match: regex the message must match.
-        xfail_single / xfail_vector: why the single / vector env does not handle it yet (None: it does).
     """
 
     id: str
     single: Any
     vector: Callable[[int], Any]
     match: str = REQUIRES
-    xfail_single: str | None = None
-    xfail_vector: str | None = None
 
 
 def _zeros_with(value: float, column: int) -> Callable[[int], np.ndarray]:
@@ -94,40 +74,30 @@ BAD_ACTIONS = [
         np.array(["0.1", "0.2", "0.3"]),
         lambda n: np.array([["0.1", "0.2", "0.3"]] * n),
         WRONG_DTYPE,
-        xfail_single=DTYPE_NOT_CHECKED,
-        xfail_vector=DTYPE_NOT_CHECKED,
     ),
     BadAction(
         "object-array-of-floats",
         np.array([0.1, 0.2, 0.3], dtype=object),
         lambda n: np.zeros((n, 3)).astype(object),
         WRONG_DTYPE,
-        xfail_single=DTYPE_NOT_CHECKED,
-        xfail_vector=DTYPE_NOT_CHECKED,
     ),
     BadAction(
         "object-array-of-none",
         np.array([None, None, None], dtype=object),
         lambda n: np.full((n, 3), None, dtype=object),
         WRONG_DTYPE,
-        xfail_single=DTYPE_NOT_CHECKED,
-        xfail_vector=DTYPE_NOT_CHECKED,
     ),
     BadAction(
         "complex",
         np.array([0.1 + 0.5j, 0.0, 0.0]),
         lambda n: np.full((n, 3), 0.1 + 0.5j),
         WRONG_DTYPE,
-        xfail_single=DTYPE_NOT_CHECKED,
-        xfail_vector=DTYPE_NOT_CHECKED,
     ),
     BadAction(
         "python-int-overflow",
         [10**400, 0, 0],
         lambda n: [[10**400, 0, 0]] * n,
         WRONG_DTYPE,
-        xfail_single=OVERFLOW_NOT_CAUGHT,
-        xfail_vector=OVERFLOW_NOT_CAUGHT,
     ),
     BadAction(
         "torch-tensor-nan",
@@ -136,21 +106,11 @@ BAD_ACTIONS = [
         r"requires finite actions .+, got nan",
     ),
     BadAction("torch-tensor-shape-(n,2)", torch.zeros(1, 2), lambda n: torch.zeros(n, 2), r"requires .*shape .+, got"),
-    BadAction(
-        "ragged-list", [[0.0, 0.0], [0.0]], lambda n: [[0.0, 0.0, 0.0]] * (n - 1) + [[0.0]], xfail_single=RAGGED_SINGLE
-    ),
+    BadAction("ragged-list", [[0.0, 0.0], [0.0]], lambda n: [[0.0, 0.0, 0.0]] * (n - 1) + [[0.0]]),
 ]
 
 
-def params(view: str) -> list[Any]:
-    out = []
-    for case in BAD_ACTIONS:
-        reason = case.xfail_single if view == "single" else case.xfail_vector
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        if case.id == "complex":  # today's behaviour warns before failing the test; the warning is expected
-            marks.append(pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning"))
-        out.append(pytest.param(case, id=case.id, marks=marks))
-    return out
+BAD_ACTION_PARAMS = [pytest.param(case, id=case.id) for case in BAD_ACTIONS]
 
 
 def assert_not_from_torch(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
@@ -187,7 +147,7 @@ def vector_env(_vector_env):
 
 
 # ------------------------------------------------------------------------------------------ refused
-@pytest.mark.parametrize("case", params("single"))
+@pytest.mark.parametrize("case", BAD_ACTION_PARAMS)
 def test_bad_action_refused_by_single_env(single_env, case: BadAction) -> None:
     with pytest.raises((ValueError, TypeError), match=case.match) as excinfo:
         single_env.step(case.single)
@@ -197,7 +157,7 @@ def test_bad_action_refused_by_single_env(single_env, case: BadAction) -> None:
     assert info["num_glimpses"] == 1
 
 
-@pytest.mark.parametrize("case", params("vector"))
+@pytest.mark.parametrize("case", BAD_ACTION_PARAMS)
 def test_bad_action_refused_by_vector_env(vector_env, case: BadAction) -> None:
     with pytest.raises((ValueError, TypeError), match=case.match) as excinfo:
         vector_env.step(case.vector(NUM_ENVS))
