@@ -75,10 +75,21 @@ def corner_task(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> C
     return CornerTask(train, val, checkpoint)
 
 
+def training_env(task: CornerTask, observation: str) -> Any:
+    """8 training envs on the fixed (not augmented: a random crop would move the corner) training images."""
+    return make_sb3_vec_env(
+        ENV_ID,
+        num_envs=8,
+        data_root=str(task.train),
+        checkpoint=str(task.checkpoint),
+        augment=False,
+        observation=observation,
+        **TASK,
+    )
+
+
 def held_out_env(task: CornerTask, observation: str) -> GlimpseVectorEnv:
-    """Every held-out image in one batch: ``run_policy`` reseeds each round of ``num_envs`` episodes, and an
-    unshuffled ``val`` stream restarts at its first file on every reseed, so one round is the way to see each
-    image once."""
+    """Every held-out image once, in one batch of ``EVAL_EPISODES`` envs."""
     env = gym.make_vec(
         ENV_ID,
         num_envs=EVAL_EPISODES,
@@ -133,15 +144,7 @@ def test_only_a_glimpse_on_the_corner_is_rewarded(corner_task: CornerTask) -> No
 
 def test_sac_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -> None:
     """SB3's SAC with an MLP on the ``flat`` observation, through the vector-env adapter: 1000 steps (~3 s)."""
-    train_env = make_sb3_vec_env(
-        ENV_ID,
-        num_envs=8,
-        data_root=str(corner_task.train),
-        checkpoint=str(corner_task.checkpoint),
-        augment=False,
-        observation="flat",
-        **TASK,
-    )
+    train_env = training_env(corner_task, "flat")
     model = SAC(
         "MlpPolicy",
         train_env,
@@ -163,15 +166,7 @@ def test_sac_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -
 def test_paper_sac_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -> None:
     """The paper's SAC (:func:`agents.sac.make_sac`: original actor and critic trunks on the ``full`` observation,
     float16 replay), smaller and with a short warm-up: 2000 steps (15-30 s)."""
-    train_env = make_sb3_vec_env(
-        ENV_ID,
-        num_envs=8,
-        data_root=str(corner_task.train),
-        checkpoint=str(corner_task.checkpoint),
-        augment=False,
-        observation="full",
-        **TASK,
-    )
+    train_env = training_env(corner_task, "full")
     model = make_sac(
         train_env,
         seed=0,
