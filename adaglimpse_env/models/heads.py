@@ -65,11 +65,8 @@ class TaskHead(ABC):
         """Training loss (scalar), as the original computes it."""
 
 
-class ReconstructionHead(TaskHead):
-    """Reconstruct the whole image with the MAE decoder."""
-
-    name = "reconstruction"
-    decoder_type = "standard"
+class DecoderTaskHead(TaskHead):
+    """A task whose prediction is the MAE decoder's output (reconstruction patches or segmentation logits)."""
 
     def predict(
         self,
@@ -79,8 +76,16 @@ class ReconstructionHead(TaskHead):
         *,
         decoder_constants: ConstantTokens | None = None,
     ) -> torch.Tensor:
-        """``(B, 1 + n, D)`` -> ``(B, G, p*p*3)`` normalised-pixel patches."""
+        """``(B, 1 + n, D)`` -> the decoder output: ``(B, G, p*p*3)`` normalised-pixel patches for the
+        ``"standard"`` decoder, ``(B, C, H, W)`` logits for the ``"segment"`` decoder."""
         return model.forward_decoder(latent, pad_mask, decoder_constants)
+
+
+class ReconstructionHead(DecoderTaskHead):
+    """Reconstruct the whole image with the MAE decoder."""
+
+    name = "reconstruction"
+    decoder_type = "standard"
 
     @staticmethod
     def squared_error(
@@ -161,22 +166,11 @@ class ClassificationHead(TaskHead):
         return F.cross_entropy(prediction.float(), target)
 
 
-class SegmentationHead(TaskHead):
+class SegmentationHead(DecoderTaskHead):
     """Per-pixel classes from the decoder's up-sampling head."""
 
     name = "segmentation"
     decoder_type = "segment"
-
-    def predict(
-        self,
-        model: ElasticMAE,
-        latent: torch.Tensor,
-        pad_mask: torch.Tensor | None = None,
-        *,
-        decoder_constants: ConstantTokens | None = None,
-    ) -> torch.Tensor:
-        """``(B, 1 + n, D)`` -> ``(B, C, H, W)`` logits."""
-        return model.forward_decoder(latent, pad_mask, decoder_constants)
 
     @staticmethod
     def pixel_cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
