@@ -63,11 +63,15 @@ def confusion_matrix(prediction: torch.Tensor, target: torch.Tensor, num_classes
         ``(B, C, C)`` int64, rows = target, columns = prediction.
     """
     batch = target.shape[0]
-    valid = target != IGNORE_INDEX
+    cells = batch * num_classes * num_classes
     image_index = torch.arange(batch, device=target.device)[:, None, None].expand_as(target)
     flat = (image_index * num_classes + target.clamp(0, num_classes - 1)) * num_classes + prediction
-    counts = torch.bincount(flat[valid], minlength=batch * num_classes * num_classes)
-    return counts.reshape(batch, num_classes, num_classes)
+    # Ignored pixels go to one extra bin that is dropped. Unlike boolean indexing followed by ``bincount``
+    # (whose output size depends on the data), a fixed-size scatter never waits for the GPU.
+    flat = torch.where(target != IGNORE_INDEX, flat, cells).flatten()
+    counts = torch.zeros(cells + 1, dtype=torch.int64, device=target.device)
+    counts.scatter_add_(0, flat, torch.ones_like(flat))
+    return counts[:cells].reshape(batch, num_classes, num_classes)
 
 
 def segmentation_scores(confusion: torch.Tensor) -> dict[str, torch.Tensor]:

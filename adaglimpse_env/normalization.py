@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-def _channel_stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=like.dtype, device=like.device).reshape(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=like.dtype, device=like.device).reshape(3, 1, 1)
+@functools.lru_cache(maxsize=32)
+def _cached_channel_stats(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per (dtype, device): a fresh torch.tensor on CUDA would be a host-to-device copy on every
+    # call. Made outside inference mode so that autograd may save them (pretraining losses need gradients).
+    with torch.inference_mode(False):
+        mean = torch.tensor(IMAGENET_MEAN, dtype=dtype, device=device).reshape(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=dtype, device=device).reshape(3, 1, 1)
     return mean, std
+
+
+def _channel_stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(3, 1, 1)`` mean and std in ``like``'s dtype and device; shared, never modify them in place."""
+    return _cached_channel_stats(like.dtype, like.device)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
