@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -134,15 +135,62 @@ def endless(loader: DataLoader, epoch_setter: Any = None, first_epoch: int = 0) 
         epoch += 1
 
 
-def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack readable samples (unreadable files come back as error records and are dropped)."""
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack readable samples; unreadable files come back from the source as error records, kept in ``"errors"``.
+
+    Returns:
+        ``{"errors": [record, ...]}`` plus, when any sample was readable, ``"image" (B, 3, H, W)``,
+        ``"label" (B,)`` and for segmentation ``"mask" (B, H, W)``.
+    """
     good = [s for s in samples if "error" not in s]
-    if not good:
-        return {}
-    batch = {"image": torch.stack([s["image"] for s in good]), "label": torch.stack([s["label"] for s in good])}
-    if "mask" in good[0]:
-        batch["mask"] = torch.stack([s["mask"] for s in good])
+    batch: dict[str, Any] = {"errors": [s for s in samples if "error" in s]}
+    if good:
+        batch["image"] = torch.stack([s["image"] for s in good])
+        batch["label"] = torch.stack([s["label"] for s in good])
+        if "mask" in good[0]:
+            batch["mask"] = torch.stack([s["mask"] for s in good])
     return batch
+
+
+class SkippedImages:
+    """Unreadable training files: one warning per file, a count of every skip, and a stop when nothing is readable.
+
+    Like the env's image stream: a broken file never stops a run, but a data folder in which a whole epoch
+    decoded nothing does, with the first error, instead of looping forever.
+
+    Args:
+        batches_per_epoch: how many batches make one pass over the (per-process) training files.
+        description: how errors name the data (``"the image folder '<root>'"``).
+    """
+
+    def __init__(self, batches_per_epoch: int, description: str) -> None:
+        self.batches_per_epoch = max(1, batches_per_epoch)
+        self.description = description
+        self.count = 0
+        self.files: set[str] = set()
+        self._empty_batches = 0
+
+    def update(self, batch: dict[str, Any]) -> None:
+        """Record a collated batch's error records.
+
+        Raises:
+            RuntimeError: more than an epoch of batches in a row held no readable image.
+        """
+        for record in batch["errors"]:
+            self.count += 1
+            if record["path"] not in self.files:
+                self.files.add(record["path"])
+                warnings.warn(f"Skipping unreadable image: {record['error']}", RuntimeWarning, stacklevel=2)
+        if "image" in batch:
+            self._empty_batches = 0
+            return
+        self._empty_batches += 1
+        if self._empty_batches > self.batches_per_epoch:
+            first = batch["errors"][0]["error"] if batch["errors"] else "no sample"
+            raise RuntimeError(
+                f"pretrain_mae.py requires readable training images, got none in a whole epoch of "
+                f"{self.description} ({len(self.files)} unreadable files, e.g. {first}); check --data-root"
+            )
 
 
 class SeededEpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
@@ -318,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         generator=torch.Generator().manual_seed(config.seed + rank),
     )  # fmt: skip
     val_loader = DataLoader(val_source, batch_size=config.batch_size, collate_fn=collate)
-    val_batches = [b for b in val_loader if b]
+    val_batches = [b for b in val_loader if "image" in b]
 
     # Model and optimiser, optionally starting from another checkpoint's matching weights (e.g. a
     # reconstruction-pretrained encoder for a classification fine-tune).
@@ -379,13 +427,15 @@ def main(argv: list[str] | None = None) -> int:
     progress = tqdm(total=config.steps, initial=step, disable=not is_main, desc="pretrain", unit="step")
     generator = torch.Generator().manual_seed(config.seed * 7919 + rank + step)
     batches = endless(loader, sampler.set_epoch, first_epoch=step // max(1, len(loader)))  # a resumed run goes on
+    skipped = SkippedImages(len(loader), train_source.description)
     model.train()
     while step < config.steps:
         start = time.perf_counter()
         batch = next(batches)
-        if not batch:
+        skipped.update(batch)
+        if "image" not in batch:
             continue
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "errors"}
         count = int(torch.randint(config.min_glimpses, config.max_glimpses + 1, (1,), generator=generator))
         whole_first = bool(torch.rand(1, generator=generator) < config.whole_image_first)
         patches, boxes = sample_glimpses(batch["image"], count, config.grid_size, whole_first, generator)
@@ -403,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         progress.update(1)
         if writer is not None and step % config.log_every == 0:
             with (output / "train_log.jsonl").open("a") as log:
-                log.write(json.dumps({"step": step, "loss": loss.item(), "glimpses": count}) + "\n")
+                record = {"step": step, "loss": loss.item(), "glimpses": count, "skipped_images": skipped.count}
+                log.write(json.dumps(record) + "\n")
+            writer.add_scalar("data/skipped_images", skipped.count, step)
             writer.add_scalar("train/loss", loss.item(), step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             writer.add_scalar(f"train/loss_by_glimpses/{count}", loss.item(), step)
@@ -436,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.close()
     if is_main:
         print(f"done: {step} steps in {elapsed / 60:.1f} min of training; model written to {model_path}")
+        if skipped.count:
+            print(f"skipped {skipped.count} unreadable samples from {len(skipped.files)} files (warned once each)")
     if distributed:
         dist.destroy_process_group()
     return 0

@@ -1,0 +1,99 @@
+"""A training run on a folder holding every hostile image finishes: broken files are skipped, odd ones are used.
+
+The rest of the suite checks each case on the library's public paths; this checks the promise users care about,
+that no such file crashes ``scripts/train_sac.py`` or ``scripts/pretrain_mae.py`` from inside torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from hostile_inputs import BROKEN_IMAGES, VALID_IMAGES, skip_reason, write_good_image
+from tiny_models import tiny_model
+
+from adaglimpse_env.datasets import scan_images
+from adaglimpse_env.models import load_model, save_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+import pretrain_mae
+import train_sac
+
+
+@pytest.fixture(scope="module")
+def hostile_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every broken file this machine can make, every odd-but-valid image, and one plain photo."""
+    folder = tmp_path_factory.mktemp("hostile_training")
+    for case in BROKEN_IMAGES:
+        if skip_reason(case) is None:
+            case.write(folder / case.name)
+    for valid in VALID_IMAGES:
+        valid.write(folder / valid.name)
+    write_good_image(folder)
+    return folder
+
+
+def num_broken(folder: Path) -> int:
+    return len(scan_images(folder)) - len(VALID_IMAGES) - 1
+
+
+@pytest.mark.timeout(300)
+def test_train_sac_runs_through_a_hostile_folder(hostile_folder: Path, tmp_path: Path) -> None:
+    assert num_broken(hostile_folder) >= 10
+    checkpoint = tmp_path / "tiny.pt"
+    save_model(checkpoint, tiny_model(), "reconstruction")
+    args = [
+        "--env-id", "AdaGlimpse-ImageFolder-v0",
+        "--env-kwargs", f"data_root={hostile_folder}", f"checkpoint={checkpoint}", "num_glimpses=2",
+        "--num-envs", "2", "--total-timesteps", "48", "--learning-starts", "8", "--buffer-size", "64",
+        "--batch-size", "8", "--eval-every", "24", "--eval-episodes", "2", "--eval-envs", "2",
+        "--checkpoint-every", "16", "--output", str(tmp_path / "run"), "--no-progress-bar", "--threads", "1",
+    ]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train_sac.main(args) == 0
+    skipped = {str(w.message) for w in caught if "Skipping unreadable image" in str(w.message)}
+    assert skipped, "the broken files should have been met and skipped with a warning"
+    assert all(str(hostile_folder) in message for message in skipped)
+    assert json.loads((tmp_path / "run" / "progress.json").read_text())["num_timesteps"] == 48
+    assert json.loads((tmp_path / "run" / "evaluation.json").read_text())
+
+
+@pytest.mark.timeout(300)
+def test_pretrain_mae_runs_through_a_hostile_folder(hostile_folder: Path, tmp_path: Path) -> None:
+    args = [
+        "--dataset", "folder", "--data-root", str(hostile_folder), "--model-size", "tiny", "--steps", "4",
+        "--batch-size", "4", "--warmup-steps", "1", "--num-workers", "0", "--log-every", "1",
+        "--eval-every", "1000", "--checkpoint-every", "2", "--eval-glimpses", "0", "2", "--min-glimpses", "2",
+        "--max-glimpses", "2", "--output", str(tmp_path), "--threads", "1",
+    ]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert pretrain_mae.main(args) == 0
+    warned = {str(w.message) for w in caught if "Skipping unreadable image" in str(w.message)}
+    assert warned and all(str(hostile_folder) in message for message in warned)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log] == [1, 2, 3, 4]
+    assert log[-1]["skipped_images"] >= len(warned)  # every skip counted, each file warned about once
+    assert load_model(tmp_path / "model.pt").metadata["step"] == 4
+
+
+@pytest.mark.timeout(120)
+def test_pretrain_mae_stops_when_no_training_image_is_readable(tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for case in BROKEN_IMAGES:
+        if skip_reason(case) is None:
+            case.write(folder / case.name)
+    args = [
+        "--dataset", "folder", "--data-root", str(folder), "--model-size", "tiny", "--steps", "4",
+        "--batch-size", "4", "--num-workers", "0", "--output", str(tmp_path / "run"), "--threads", "1",
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(RuntimeError, match=r"requires readable training images, got none in a whole epoch"):
+            pretrain_mae.main(args)
