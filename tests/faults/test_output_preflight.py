@@ -63,6 +63,31 @@ def test_read_only_output_fails_first(script: str, tmp_path: Path) -> None:
     assert list(read_only.iterdir()) == []
 
 
+def read_only_mount() -> Path | None:
+    """A directory on a read-only file system (refused even to root, with EROFS), or None if none is mounted."""
+    if not Path("/proc/mounts").exists():
+        return None
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and "ro" in fields[3].split(","):
+            mount_point = Path(fields[1].replace("\\040", " "))
+            if mount_point.is_dir() and os.access(mount_point, os.X_OK):
+                return mount_point
+    return None
+
+
+@pytest.mark.parametrize("script", ["train_sac.py", "pretrain_mae.py"])
+def test_read_only_file_system_fails_first(script: str) -> None:
+    # Unlike a chmod-ed folder, a read-only mount refuses root too, so this runs where the suite runs as root.
+    mount_point = read_only_mount()
+    if mount_point is None:
+        pytest.skip("no read-only file system is mounted on this machine")
+    with pytest.raises(OutputDirectoryError, match=r"\(cannot create (it|a file in it): Read-only file system\); pass"):
+        run_main(script, ["--output", str(mount_point / "adaglimpse_run")])
+    with pytest.raises(OutputDirectoryError, match=r"\(cannot create a file in it: Read-only file system\); pass"):
+        run_main(script, ["--output", str(mount_point)])
+
+
 DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
