@@ -15,7 +15,19 @@ import benchmark_env
 
 
 def test_benchmark_env_prints_one_row_per_setting(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--num-envs", "1", "2", "--num-glimpses", "2", "--repeats", "1", "--devices", "cpu"]
+    argv = [
+        "--model-sizes",
+        "tiny",
+        "--num-envs",
+        "1",
+        "2",
+        "--num-glimpses",
+        "2",
+        "--repeats",
+        "1",
+        "--devices",
+        "cpu",
+    ]
     assert benchmark_env.main(argv) == 0
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| cpu")]
     assert [row[2].strip() for row in rows] == ["1", "2"]
