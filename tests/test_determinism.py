@@ -153,7 +153,6 @@ def trained(env_kwargs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
     return run
 
 
-@pytest.mark.slow
 def test_two_trainings_with_the_same_seed_are_identical(trained: Callable[..., Any]) -> None:
     first, second = trained("seed0"), trained("seed0_again")
     assert_identical(first, second)
@@ -161,12 +160,10 @@ def test_two_trainings_with_the_same_seed_are_identical(trained: Callable[..., A
     assert len(first["evaluation"]["evaluations"]) == 3  # at 100 and 200 steps, and the final one
 
 
-@pytest.mark.slow
 def test_deterministic_algorithms_change_nothing_on_cpu(trained: Callable[..., Any]) -> None:
     assert_identical(trained("seed0"), trained("seed0_deterministic", "--deterministic"))
 
 
-@pytest.mark.slow
 def test_another_seed_trains_differently(trained: Callable[..., Any]) -> None:
     first, other = trained("seed0"), trained("seed1", "--seed", "1")
     with pytest.raises(AssertionError, match="values differ"):

@@ -162,7 +162,6 @@ def test_sac_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -
     train_env.close()
 
 
-@pytest.mark.slow
 def test_paper_sac_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -> None:
     """The paper's SAC (:func:`agents.sac.make_sac`: original actor and critic trunks on the ``full`` observation,
     float16 replay), smaller and with a short warm-up: 2000 steps (15-30 s)."""

@@ -284,7 +284,6 @@ def compiler_available() -> bool:
     return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not compiler_available(), reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_model_within_tolerance_of_eager(folder: Path) -> None:
     # GlimpseVectorEnv docstring: compiled numbers within 1e-4 of eager. (About a minute on 2 cores: each new

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from stable_baselines3 import SAC
 from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
 
@@ -95,7 +94,6 @@ def kill_at_random_moment(
     return bool(temporaries(output))
 
 
-@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_until_done(sac_args: Callable[..., list[str]], tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
     output = tmp_path / "run"

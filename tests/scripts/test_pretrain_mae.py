@@ -69,7 +69,6 @@ def test_unwritable_output_fails_at_start(folder: Path, tmp_path: Path) -> None:
         pretrain_mae.main(base_args(folder, blocker / "run", 2))
 
 
-@pytest.mark.slow
 def test_ddp_under_torchrun_with_two_cpu_processes(folder: Path, tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
