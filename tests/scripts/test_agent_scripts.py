@@ -98,3 +98,13 @@ def test_benchmark_agents_table(env_args: list[str], tmp_path: Path, capsys) -> 
         assert f"| {name} | 1 |" in out
     results = json.loads((tmp_path / "r.json").read_text())["results"]
     assert {r["name"] for r in results} == {"sac", "ppo", "random"}
+
+
+def test_embedded_preset_is_the_default_run() -> None:
+    # configs/sac/embedded.yaml says it is train_sac.py's defaults written out (docs/results.md relies on it).
+    from agents.config import parse_config
+
+    preset = SCRIPTS.parent / "configs" / "sac" / "embedded.yaml"
+    assert parse_config(train_sac.TrainConfig, ["--config", str(preset)], "") == parse_config(
+        train_sac.TrainConfig, [], ""
+    )
