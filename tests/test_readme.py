@@ -97,3 +97,38 @@ def test_readme_command(command: list[str], monkeypatch: pytest.MonkeyPatch, cap
             assert f'"{marker}:' in (ROOT / "pyproject.toml").read_text(), f"marker {marker!r} is not registered"
     else:
         assert shutil.which(program), f"README runs {program!r}, which is not installed by the dev extra"
+
+
+def readme_python_blocks() -> list[str]:
+    """The source of each fenced ``python`` block of the README."""
+    blocks, current = [], None
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            if current is not None:
+                blocks.append("\n".join(current))
+            current = [] if line.strip() == "```python" else None
+            continue
+        if current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_readme_usage_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    # The "Use it" block, as written, on the shipped photos and model; the vector env goes to the CPU where no
+    # GPU is present. (The other block needs the paper's checkpoint files, which cannot ship: tests/agents covers
+    # load_original_policy on a state dict with the original names and shapes.)
+    import torch
+
+    source = readme_python_blocks()[0]
+    assert 'gym.make("AdaGlimpse-Photos-v0")' in source
+    if not torch.cuda.is_available():
+        source = source.replace('device="cuda"', 'device="cpu"')
+    namespace: dict[str, object] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    rmse, pixel_fraction, boxes = capsys.readouterr().out.split(" ", 2)
+    assert 0 < float(rmse) < 255 and 0 < float(pixel_fraction) <= 1
+    assert boxes.count("[") >= 12  # one box per glimpse
+    envs = namespace["envs"]
+    assert envs.num_envs == 64  # type: ignore[attr-defined]
+    envs.close()  # type: ignore[attr-defined]
+    namespace["env"].close()  # type: ignore[attr-defined]
