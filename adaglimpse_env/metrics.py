@@ -55,8 +55,8 @@ def confusion_matrix(prediction: torch.Tensor, target: torch.Tensor, num_classes
     """Per-image confusion matrices, ignoring ``IGNORE_INDEX`` pixels.
 
     Args:
-        prediction: ``(B, H, W)`` int64 predicted classes.
-        target: ``(B, H, W)`` int64 labels.
+        prediction: ``(B, H, W)`` int64 predicted classes in ``[0, C)`` (an ``argmax`` over the class logits).
+        target: ``(B, H, W)`` int64 labels in ``[0, C)`` or ``IGNORE_INDEX``.
         num_classes: ``C``.
 
     Returns:
@@ -70,7 +70,7 @@ def confusion_matrix(prediction: torch.Tensor, target: torch.Tensor, num_classes
     # (whose output size depends on the data), a fixed-size scatter never waits for the GPU.
     flat = torch.where(target != IGNORE_INDEX, flat, cells).flatten()
     counts = torch.zeros(cells + 1, dtype=torch.int64, device=target.device)
-    counts.scatter_add_(0, flat, torch.ones_like(flat))
+    counts.scatter_add_(0, flat, torch.ones((), dtype=torch.int64, device=flat.device).expand_as(flat))
     return counts[:cells].reshape(batch, num_classes, num_classes)
 
 

@@ -78,9 +78,9 @@ class GlimpseVectorEnv(VectorEnv):
             numpy. Actions may be numpy arrays or tensors on any device, in either mode. The env's own code in
             a torch step never waits for the device, except to check tensor actions for NaN/inf (one bool) and,
             with ``early_stop_threshold``, to read which envs stopped (episode lengths set the next step's
-            shapes). Two helpers it calls still wait on CUDA: :func:`~adaglimpse_env.normalization.to_pixels`
-            (the reconstruction score) uploads the ImageNet statistics on every call, and the segmentation
-            metric counts with ``bincount``.
+            shapes). The helpers it calls do not wait either: the ImageNet statistics of
+            :func:`~adaglimpse_env.normalization.to_pixels` are cached per device and dtype, and the segmentation
+            confusion matrix is a fixed-size ``scatter_add_``.
         autocast_dtype: ``None`` (float32) or ``"bfloat16"`` / ``"float16"``: run the frozen model's encoder and
             decoder under :func:`torch.autocast`. The rollout, scores, rewards and observations stay float32 /
             float64. It moves the numbers. Tolerance, bfloat16 against float32 eager on the shipped model (CPU,
