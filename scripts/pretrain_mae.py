@@ -155,41 +155,40 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 class SkippedImages:
     """Unreadable training files: one warning per file, a count of every skip, and a stop when nothing is readable.
 
-    Like the env's image stream: a broken file never stops a run, but a data folder in which a whole epoch
-    decoded nothing does, with the first error, instead of looping forever.
+    Like the env's image stream: a broken file never stops a run, but a data folder in which every file has failed
+    since the last readable one does, with the first error, instead of looping forever. (Every process samples
+    all the files, so each one can tell on its own.)
 
     Args:
-        batches_per_epoch: how many batches make one pass over the (per-process) training files.
+        num_files: how many training files there are.
         description: how errors name the data (``"the image folder '<root>'"``).
     """
 
-    def __init__(self, batches_per_epoch: int, description: str) -> None:
-        self.batches_per_epoch = max(1, batches_per_epoch)
+    def __init__(self, num_files: int, description: str) -> None:
+        self.num_files = num_files
         self.description = description
         self.count = 0
         self.files: set[str] = set()
-        self._empty_batches = 0
+        self._failed_since_readable: set[int] = set()
 
     def update(self, batch: dict[str, Any]) -> None:
         """Record a collated batch's error records.
 
         Raises:
-            RuntimeError: more than an epoch of batches in a row held no readable image.
+            RuntimeError: every training file has failed since the last readable one.
         """
         for record in batch["errors"]:
             self.count += 1
+            self._failed_since_readable.add(record["index"])
             if record["path"] not in self.files:
                 self.files.add(record["path"])
                 warnings.warn(f"Skipping unreadable image: {record['error']}", RuntimeWarning, stacklevel=2)
         if "image" in batch:
-            self._empty_batches = 0
-            return
-        self._empty_batches += 1
-        if self._empty_batches > self.batches_per_epoch:
-            first = batch["errors"][0]["error"] if batch["errors"] else "no sample"
+            self._failed_since_readable.clear()
+        elif len(self._failed_since_readable) >= self.num_files:
             raise RuntimeError(
-                f"pretrain_mae.py requires readable training images, got none in a whole epoch of "
-                f"{self.description} ({len(self.files)} unreadable files, e.g. {first}); check --data-root"
+                f"pretrain_mae.py requires readable training images, got none: all {self.num_files} files of "
+                f"{self.description} failed to decode (e.g. {batch['errors'][0]['error']}); check --data-root"
             )
 
 
@@ -366,7 +365,18 @@ def main(argv: list[str] | None = None) -> int:
         generator=torch.Generator().manual_seed(config.seed + rank),
     )  # fmt: skip
     val_loader = DataLoader(val_source, batch_size=config.batch_size, collate_fn=collate)
-    val_batches = [b for b in val_loader if "image" in b]
+    val_batches: list[dict[str, Any]] = []
+    val_errors: list[dict[str, Any]] = []
+    for val_batch in val_loader:
+        val_errors += val_batch["errors"]
+        if "image" in val_batch:
+            val_batches.append(val_batch)
+    if val_errors and is_main:
+        warnings.warn(
+            f"Skipping {len(val_errors)} unreadable validation images, e.g. {val_errors[0]['error']}",
+            RuntimeWarning,
+            stacklevel=1,
+        )
 
     # Model and optimiser, optionally starting from another checkpoint's matching weights (e.g. a
     # reconstruction-pretrained encoder for a classification fine-tune).
@@ -427,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = tqdm(total=config.steps, initial=step, disable=not is_main, desc="pretrain", unit="step")
     generator = torch.Generator().manual_seed(config.seed * 7919 + rank + step)
     batches = endless(loader, sampler.set_epoch, first_epoch=step // max(1, len(loader)))  # a resumed run goes on
-    skipped = SkippedImages(len(loader), train_source.description)
+    skipped = SkippedImages(len(train_source), train_source.description)
     model.train()
     while step < config.steps:
         start = time.perf_counter()
