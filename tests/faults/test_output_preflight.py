@@ -3,6 +3,7 @@ model, data or training, with a message naming the script, the path, the reason 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -63,16 +64,30 @@ def test_read_only_output_fails_first(script: str, tmp_path: Path) -> None:
     assert list(read_only.iterdir()) == []
 
 
+# Pseudo file systems answer mkdir with ENOENT or EPERM before they check read-only: not what a user's disk does.
+PSEUDO_FILE_SYSTEMS = ("proc", "sysfs", "cgroup", "cgroup2", "autofs", "devpts", "mqueue", "securityfs", "debugfs")
+
+
 def read_only_mount() -> Path | None:
-    """A directory on a read-only file system (refused even to root, with EROFS), or None if none is mounted."""
+    """A directory on a read-only file system that refuses a new entry with EROFS, even to root; None if none."""
     if not Path("/proc/mounts").exists():
         return None
     for line in Path("/proc/mounts").read_text().splitlines():
         fields = line.split()
-        if len(fields) >= 4 and "ro" in fields[3].split(","):
-            mount_point = Path(fields[1].replace("\\040", " "))
-            if mount_point.is_dir() and os.access(mount_point, os.X_OK):
+        if len(fields) < 4 or "ro" not in fields[3].split(",") or fields[2].startswith(PSEUDO_FILE_SYSTEMS):
+            continue
+        mount_point = Path(fields[1].replace("\\040", " "))
+        if str(mount_point).startswith(("/proc", "/sys", "/dev")):
+            continue
+        try:
+            if not mount_point.is_dir() or not os.statvfs(mount_point).f_flag & os.ST_RDONLY:
+                continue  # e.g. mounted over by a writable file system
+            os.mkdir(mount_point / ".adaglimpse_probe")
+        except OSError as error:
+            if error.errno == errno.EROFS:
                 return mount_point
+            continue
+        os.rmdir(mount_point / ".adaglimpse_probe")  # writable after all
     return None
 
 
