@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -102,9 +103,14 @@ def test_benchmark_agents_table(env_args: list[str], tmp_path: Path, capsys) -> 
 
 def test_embedded_preset_is_the_default_run() -> None:
     # configs/sac/embedded.yaml says it is train_sac.py's defaults written out (docs/results.md relies on it).
+    import yaml
+
     from agents.config import parse_config
 
     preset = SCRIPTS.parent / "configs" / "sac" / "embedded.yaml"
+    run_controls = {"threads", "resume", "progress_bar"}
+    written = set(yaml.safe_load(preset.read_text()))
+    assert written == {f.name for f in dataclasses.fields(train_sac.TrainConfig)} - run_controls
     assert parse_config(train_sac.TrainConfig, ["--config", str(preset)], "") == parse_config(
         train_sac.TrainConfig, [], ""
     )
