@@ -38,6 +38,7 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader
 
+from adaglimpse_env.datasets import UnreadableFiles
 from adaglimpse_env.envs.factory import build_image_source
 from adaglimpse_env.glimpse import extract_glimpses
 from adaglimpse_env.models import ElasticMAE, create_model, create_task_head, load_model, save_model
@@ -150,46 +151,6 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         if "mask" in good[0]:
             batch["mask"] = torch.stack([s["mask"] for s in good])
     return batch
-
-
-class SkippedImages:
-    """Unreadable training files: one warning per file, a count of every skip, and a stop when nothing is readable.
-
-    Like the env's image stream: a broken file never stops a run, but a data folder in which every file has failed
-    since the last readable one does, with the first error, instead of looping forever. (Every process samples
-    all the files, so each one can tell on its own.)
-
-    Args:
-        num_files: how many training files there are.
-        description: how errors name the data (``"the image folder '<root>'"``).
-    """
-
-    def __init__(self, num_files: int, description: str) -> None:
-        self.num_files = num_files
-        self.description = description
-        self.count = 0
-        self.files: set[str] = set()
-        self._failed_since_readable: set[int] = set()
-
-    def update(self, batch: dict[str, Any]) -> None:
-        """Record a collated batch's error records.
-
-        Raises:
-            RuntimeError: every training file has failed since the last readable one.
-        """
-        for record in batch["errors"]:
-            self.count += 1
-            self._failed_since_readable.add(record["index"])
-            if record["path"] not in self.files:
-                self.files.add(record["path"])
-                warnings.warn(f"Skipping unreadable image: {record['error']}", RuntimeWarning, stacklevel=2)
-        if "image" in batch:
-            self._failed_since_readable.clear()
-        elif len(self._failed_since_readable) >= self.num_files:
-            raise RuntimeError(
-                f"pretrain_mae.py requires readable training images, got none: all {self.num_files} files of "
-                f"{self.description} failed to decode (e.g. {batch['errors'][0]['error']}); check --data-root"
-            )
 
 
 class SeededEpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
@@ -437,14 +398,23 @@ def main(argv: list[str] | None = None) -> int:
     progress = tqdm(total=config.steps, initial=step, disable=not is_main, desc="pretrain", unit="step")
     generator = torch.Generator().manual_seed(config.seed * 7919 + rank + step)
     batches = endless(loader, sampler.set_epoch, first_epoch=step // max(1, len(loader)))  # a resumed run goes on
-    skipped = SkippedImages(len(train_source), train_source.description)
+    skipped = UnreadableFiles(len(train_source))  # the env's bookkeeping: warn once per file, count every skip
     model.train()
     while step < config.steps:
         start = time.perf_counter()
         batch = next(batches)
-        skipped.update(batch)
+        for record in batch["errors"]:
+            skipped.record_error(record)
         if "image" not in batch:
+            # Every process samples all the files, so each one can tell on its own that none is readable.
+            if skipped.all_failed:
+                raise RuntimeError(
+                    f"pretrain_mae.py requires readable training images, got none: all {len(train_source)} files "
+                    f"of {train_source.description} failed to decode (e.g. {batch['errors'][0]['error']}); check "
+                    "--data-root"
+                )
             continue
+        skipped.record_readable()
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "errors"}
         count = int(torch.randint(config.min_glimpses, config.max_glimpses + 1, (1,), generator=generator))
         whole_first = bool(torch.rand(1, generator=generator) < config.whole_image_first)

@@ -8,7 +8,7 @@ from adaglimpse_env.datasets.base import (
     scan_images,
 )
 from adaglimpse_env.datasets.folders import ade20k, coco2014, embedded_photos, image_folder, imagenet, sun360
-from adaglimpse_env.datasets.stream import ImageStream
+from adaglimpse_env.datasets.stream import ImageStream, UnreadableFiles
 from adaglimpse_env.datasets.transforms import TransformConfig, transform_sample
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "ImageSource",
     "ImageStream",
     "TransformConfig",
+    "UnreadableFiles",
     "ade20k",
     "coco2014",
     "embedded_photos",

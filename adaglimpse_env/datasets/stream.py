@@ -41,6 +41,40 @@ def _identity(sample: dict[str, Any]) -> dict[str, Any]:
     return sample
 
 
+class UnreadableFiles:
+    """Bookkeeping of the error records an :class:`ImageSource` returns: one warning per file, a count of every
+    skip, and whether every file has failed since the last readable sample (the reader then gives up instead of
+    looping forever). Shared by :class:`ImageStream` and ``scripts/pretrain_mae.py``.
+
+    Args:
+        num_files: how many files the source has.
+    """
+
+    def __init__(self, num_files: int) -> None:
+        self.num_files = num_files
+        self.count = 0
+        self.files: set[str] = set()
+        self._failed_since_readable: set[int] = set()
+
+    def record_error(self, record: dict[str, Any]) -> None:
+        """Count an error record (``{"error", "path", "index"}``), warning the first time its file fails."""
+        self.count += 1
+        self._failed_since_readable.add(record["index"])
+        if record["path"] not in self.files:
+            self.files.add(record["path"])
+            # stacklevel 3: the warning points at the code that asked the reader for samples.
+            warnings.warn(f"Skipping unreadable image: {record['error']}", RuntimeWarning, stacklevel=3)
+
+    def record_readable(self) -> None:
+        """A readable sample arrived: the files that failed since may be a passing problem of the reader."""
+        self._failed_since_readable.clear()
+
+    @property
+    def all_failed(self) -> bool:
+        """Every distinct file has failed since the last readable sample."""
+        return len(self._failed_since_readable) >= self.num_files
+
+
 class ImageStream:
     """Endless decoded samples from an :class:`ImageSource`, skipping unreadable files.
 
@@ -66,8 +100,7 @@ class ImageStream:
         self.shuffle = shuffle
         self.num_workers = num_workers
         self.prefetch_factor = prefetch_factor
-        self.num_skipped = 0
-        self.skipped_files: set[str] = set()
+        self.unreadable = UnreadableFiles(len(source))
         self._iterator: Iterator[dict[str, Any]] | None = None
         self._seed = seed
 
@@ -91,6 +124,16 @@ class ImageStream:
             f"tried, none could be decoded. First error: {errors[0]}. Check the data folder (formats Pillow "
             f"reads: jpg, png, webp, ...)."
         )
+
+    @property
+    def num_skipped(self) -> int:
+        """Unreadable samples skipped so far (a file counts at every visit)."""
+        return self.unreadable.count
+
+    @property
+    def skipped_files(self) -> set[str]:
+        """Paths of the files skipped so far."""
+        return self.unreadable.files
 
     def reseed(self, seed: int) -> None:
         """Restart the stream from the beginning of the order given by ``seed``."""
@@ -118,22 +161,16 @@ class ImageStream:
         if self._iterator is None:
             self._iterator = self._make_iterator()
         samples: list[dict[str, Any]] = []
-        failed_since_success: set[int] = set()
         while len(samples) < count:
             sample = next(self._iterator)
             if "error" in sample:
-                self.num_skipped += 1
-                failed_since_success.add(sample["index"])
-                if sample["path"] not in self.skipped_files:
-                    self.skipped_files.add(sample["path"])
-                    warnings.warn(f"Skipping unreadable image: {sample['error']}", RuntimeWarning, stacklevel=2)
-                # Give up only when every distinct file has failed since the last readable one.
-                if len(failed_since_success) >= len(self.source):
+                self.unreadable.record_error(sample)
+                if self.unreadable.all_failed:
                     raise RuntimeError(
                         f"None of the {len(self.source)} files of {self.source.description} could be decoded "
                         f"(e.g. {sample['path']}); check the data folder"
                     )
                 continue
-            failed_since_success.clear()
+            self.unreadable.record_readable()
             samples.append(sample)
         return samples

@@ -283,6 +283,12 @@ def skip_reason(case: BrokenImageCase) -> str | None:
     return None
 
 
+def write_broken_files(folder: Path) -> list[Path]:
+    """Every broken file this machine can make (see :func:`skip_reason`), written into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [case.write(folder / case.name) for case in BROKEN_IMAGES if skip_reason(case) is None]
+
+
 def write_good_image(folder: Path, name: str = "z_good.png") -> Path:
     """A readable RGB photo-like image, sorting after every broken file name."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from hostile_inputs import (
     ValidImageCase,
     png_bytes_of_zero_rows,
     skip_reason,
+    write_broken_files,
     write_good_image,
 )
 from PIL import Image
@@ -139,7 +140,7 @@ def test_folder_of_only_this_broken_file_fails_at_construction(
 
 
 def test_folder_of_every_broken_file_fails_at_construction_of_the_single_env(tmp_path: Path, make_folder_env):
-    tried = [broken_file(c, tmp_path) for c in BROKEN_IMAGES if skip_reason(c) is None]
+    tried = write_broken_files(tmp_path)
     with pytest.raises(ValueError, match=rf"image folder '{re.escape(str(tmp_path))}' has no readable image") as info:
         make_folder_env(tmp_path)
     assert f"any of its {len(scan_images(tmp_path))} files tried" in str(info.value)
@@ -147,9 +148,7 @@ def test_folder_of_every_broken_file_fails_at_construction_of_the_single_env(tmp
 
 
 def test_every_broken_file_in_one_folder_is_skipped_and_counted_once_each(tmp_path: Path, make_folder_env):
-    for case in BROKEN_IMAGES:
-        if skip_reason(case) is None:
-            broken_file(case, tmp_path)
+    write_broken_files(tmp_path)
     write_good_image(tmp_path)
     num_broken = len(scan_images(tmp_path)) - 1
     env = make_folder_env(tmp_path)

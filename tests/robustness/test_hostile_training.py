@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hostile_inputs import BROKEN_IMAGES, VALID_IMAGES, skip_reason, write_good_image
+from hostile_inputs import VALID_IMAGES, write_broken_files, write_good_image
 from tiny_models import tiny_model
 
 from adaglimpse_env.datasets import scan_images
@@ -28,9 +28,7 @@ import train_sac
 def hostile_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every broken file this machine can make, every odd-but-valid image, and one plain photo."""
     folder = tmp_path_factory.mktemp("hostile_training")
-    for case in BROKEN_IMAGES:
-        if skip_reason(case) is None:
-            case.write(folder / case.name)
+    write_broken_files(folder)
     for valid in VALID_IMAGES:
         valid.write(folder / valid.name)
     write_good_image(folder)
@@ -72,14 +70,6 @@ def pretrain_args(folder: Path, output: Path, steps: int) -> list[str]:
     ]  # fmt: skip
 
 
-def broken_only_folder(folder: Path) -> Path:
-    folder.mkdir()
-    for case in BROKEN_IMAGES:
-        if skip_reason(case) is None:
-            case.write(folder / case.name)
-    return folder
-
-
 @pytest.mark.timeout(300)
 def test_pretrain_mae_runs_through_a_hostile_folder(hostile_folder: Path, tmp_path: Path) -> None:
     # 15 batches of 4 are over two passes through the files: broken ones are met again, counted, not re-warned.
@@ -99,7 +89,8 @@ def test_pretrain_mae_runs_through_a_hostile_folder(hostile_folder: Path, tmp_pa
 @pytest.mark.timeout(300)
 def test_pretrain_mae_trains_when_one_file_among_many_broken_ones_is_readable(tmp_path: Path) -> None:
     # Most batches hold no readable image; the run must go on as long as some file still decodes.
-    folder = broken_only_folder(tmp_path / "sparse")
+    folder = tmp_path / "sparse"
+    write_broken_files(folder)
     write_good_image(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -109,7 +100,8 @@ def test_pretrain_mae_trains_when_one_file_among_many_broken_ones_is_readable(tm
 
 @pytest.mark.timeout(120)
 def test_pretrain_mae_stops_when_no_training_image_is_readable(tmp_path: Path) -> None:
-    folder = broken_only_folder(tmp_path / "broken")
+    folder = tmp_path / "broken"
+    write_broken_files(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(RuntimeError, match=r"requires readable training images, got none: all \d+ files of "):
