@@ -72,7 +72,7 @@ class GlimpseVectorEnv(VectorEnv):
             ``info["final_obs"]``) or ``"disabled"``.
         output: ``"numpy"`` (Gymnasium's API, what wrappers and SB3 expect) or ``"torch"``, for agents that live
             on the device: observations, rewards (float32), terminations, truncations and the info entries the
-            model computes (``score``, ``initial_score``, ``label``, ``glimpse_boxes``, ``pixel_fraction``,
+            model computes (``score``, ``initial_score``, ``label``, ``target_box``, ``glimpse_boxes``, ``pixel_fraction``,
             ``num_clipped_actions`` and the task metric) are then fresh torch tensors on ``device``; the host
             bookkeeping (``num_glimpses``, ``early_stopped``, ``num_skipped_images``) and the ``_key`` masks stay
             numpy. Actions may be numpy arrays or tensors on any device, in either mode. The env's own code in
@@ -173,6 +173,9 @@ class GlimpseVectorEnv(VectorEnv):
         b, p, dev = num_envs, self.max_tokens, self.device
         self._images = torch.zeros(b, 3, height, width, device=dev)
         self._labels = torch.full((b,), -1, dtype=torch.long, device=dev)
+        # Pixel box (y1, x1, y2, x2) of the object to find, for sources that place one (procedural scenes);
+        # -1 where the source has none. Exported in info for evaluation and pictures, never observed.
+        self._target_boxes = torch.full((b, 4), -1, dtype=torch.long, device=dev)
         self._masks = (
             torch.zeros(b, height, width, dtype=torch.long, device=dev) if cfg.task == "segmentation" else None
         )
@@ -437,6 +440,8 @@ class GlimpseVectorEnv(VectorEnv):
         if self._image_pixels is not None:
             self._image_pixels[index] = to_pixels(images.float())
         self._labels[index] = self._upload(torch.stack([s["label"] for s in samples]))
+        if "target_box" in samples[0]:
+            self._target_boxes[index] = self._upload(torch.stack([s["target_box"] for s in samples]))
         if self._masks is not None:
             self._masks[index] = self._upload(torch.stack([s["mask"] for s in samples]))
         self._patches[index] = 0.0
@@ -665,6 +670,7 @@ class GlimpseVectorEnv(VectorEnv):
             "score": evaluation["score"],
             "initial_score": self._initial_score,
             "label": self._labels,
+            "target_box": self._target_boxes,
             "glimpse_boxes": self._crops,
             "pixel_fraction": self._coverage.flatten(1).sum(dim=1).double() / pixels,
             "num_clipped_actions": self._clipped,
