@@ -93,6 +93,37 @@ def glimpse_size_range(
     return min_crop, max_crop
 
 
+def centred_unit_action(
+    centre: torch.Tensor,
+    side: torch.Tensor,
+    image_size: tuple[int, int],
+    grid_size: int = 2,
+    max_size_ratio: float = 1.0,
+) -> torch.Tensor:
+    """The original-order action whose glimpse is the ``side``-px square centred at ``centre``, as near as the
+    image allows (the square is shifted inside the image and its side clamped to the glimpse range).
+
+    Args:
+        centre: ``(B, 2)`` float pixel centres ``(y, x)``.
+        side: ``(B,)`` float glimpse sides in pixels.
+        image_size: ``(H, W)``.
+        grid_size: ``g``.
+        max_size_ratio: largest crop side as a fraction of ``min(H, W)``.
+
+    Returns:
+        ``(B, 3)`` float32 ``(y, x, scale)`` in ``[0, 1]``, for :func:`extract_glimpses`.
+    """
+    height, width = image_size
+    min_crop, max_crop = glimpse_size_range(image_size, grid_size, max_size_ratio)
+    side = side.to(torch.float32).clamp(min_crop, max_crop)
+    scale = (side - min_crop) / max(max_crop - min_crop, 1e-6)
+    free = torch.stack((height - side, width - side), dim=1)  # (B, 2) room left for the square's corner
+    corner = centre.to(torch.float32) - side[:, None] / 2
+    # Aim half a pixel inside the corner so float rounding cannot floor it to the pixel before.
+    position = torch.where(free > 0, (corner + 0.5) / free.clamp_min(1e-6), torch.zeros_like(free))
+    return torch.cat((position.clamp(0.0, 1.0), scale.clamp(0.0, 1.0)[:, None]), dim=1)
+
+
 def compute_glimpse_boxes(
     unit_action: torch.Tensor,
     image_size: tuple[int, int],

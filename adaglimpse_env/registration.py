@@ -24,6 +24,21 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         "num_glimpses": 12,
         "checkpoint": "embedded",
     },
+    # Find and zoom, offline: one small digit on a cluttered canvas, read by a classifier shipped in the package.
+    # A whole-image glimpse cannot read the digit; an agent has to find it and look closer (docs/tasks.md).
+    "AdaGlimpse-ClutteredDigits-v0": {
+        "dataset": "digits",
+        "task": "classification",
+        "num_glimpses": 14,
+        "checkpoint": "embedded-digits",
+    },
+    # The same scenes and model with a 6-glimpse budget, for fast algorithm development (docs/benchmarks.md).
+    "AdaGlimpse-ClutteredDigits-Fast-v0": {
+        "dataset": "digits",
+        "task": "classification",
+        "num_glimpses": 6,
+        "checkpoint": "embedded-digits",
+    },
     "AdaGlimpse-ImageNet-v0": {
         "dataset": "imagenet",
         "num_workers": 2,

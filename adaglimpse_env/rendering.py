@@ -123,6 +123,18 @@ def prediction_panel(
     return draw_class_bars(prediction.float().softmax(dim=-1), classes, size)
 
 
+def draw_target(canvas: Image.Image, box: Sequence[int]) -> Image.Image:
+    """Outline the object to find (``(y1, x1, y2, x2)``; nothing for ``-1``s) in cyan over a black rim, 2 px
+    outside it so the object itself stays visible."""
+    y1, x1, y2, x2 = (int(v) for v in box)
+    if y1 < 0:
+        return canvas
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((x1 - 3, y1 - 3, x2 + 2, y2 + 2), outline=(0, 0, 0), width=1)
+    draw.rectangle((x1 - 2, y1 - 2, x2 + 1, y2 + 1), outline=(0, 255, 255), width=1)
+    return canvas
+
+
 def render_frames(
     model: ElasticMAE,
     head: TaskHead,
@@ -134,6 +146,7 @@ def render_frames(
     patches: torch.Tensor | None = None,
     boxes: torch.Tensor | None = None,
     tokens_per_glimpse: int = 4,
+    target_boxes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
     """One uint8 frame per image: glimpses drawn on the image | what was seen | prediction.
 
@@ -148,6 +161,7 @@ def render_frames(
         patches: ``(B, P, 3, 16, 16)`` patches seen so far; with ``boxes``, adds the "seen" panel.
         boxes: ``(B, P, 4)`` token pixel boxes.
         tokens_per_glimpse: tokens each glimpse adds (``grid_size ** 2``).
+        target_boxes: ``(B, 4)`` box of the object to find per image (``-1`` rows: none), outlined in cyan.
 
     Returns:
         ``B`` frames of shape ``(H, 3W, 3)`` (``(H, 2W, 3)`` without ``patches``).
@@ -156,11 +170,10 @@ def render_frames(
     height, width = images.shape[-2:]
     for b in range(images.shape[0]):
         glimpses = int(num_glimpses[b])
-        panels = [
-            draw_glimpses(
-                image_to_uint8(images[b]), np.where(np.arange(len(crops[b]))[:, None] < glimpses, crops[b], -1)
-            )
-        ]
+        shown = draw_glimpses(
+            image_to_uint8(images[b]), np.where(np.arange(len(crops[b]))[:, None] < glimpses, crops[b], -1)
+        )
+        panels = [draw_target(shown, target_boxes[b]) if target_boxes is not None else shown]
         if patches is not None and boxes is not None:
             panels.append(seen_canvas(patches[b], boxes[b], glimpses * tokens_per_glimpse, (height, width)))
         panels.append(prediction_panel(model, head, predictions[b], classes, (height, width)).resize((width, height)))

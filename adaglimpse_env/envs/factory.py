@@ -16,6 +16,7 @@ import torch
 from adaglimpse_env.config import EpisodeConfig
 from adaglimpse_env.datasets import folders
 from adaglimpse_env.datasets.base import ImageSource
+from adaglimpse_env.datasets.scenes import ClutteredDigits, SceneConfig
 from adaglimpse_env.datasets.transforms import TransformConfig
 from adaglimpse_env.envs.glimpse_env import GlimpseEnv
 from adaglimpse_env.envs.vector_env import GlimpseVectorEnv
@@ -43,13 +44,24 @@ _EPISODE_KEYS = (
 #: Keyword arguments passed to the env unchanged (see GlimpseVectorEnv; the env validates them).
 _ENV_KEYS = ("num_workers", "render_mode", "output", "autocast_dtype", "compile_model", "incremental")
 
-#: The tiny elastic MAE shipped with the package (see docs/results.md for the command that trained it).
-EMBEDDED_MODEL = "elastic_mae_tiny_photos.pt"
+#: Scene difficulty keywords of the ``digits`` dataset (see :class:`~adaglimpse_env.datasets.scenes.SceneConfig`).
+_SCENE_KEYS = ("digit_height", "max_rotation", "stroke", "clutter", "background", "background_contrast",
+               "num_val_scenes")  # fmt: skip
+
+#: Models shipped with the package by ``checkpoint=`` name (docs/results.md gives the commands that trained them):
+#: the tiny elastic MAE for photo reconstruction and the micro elastic ViT that reads the cluttered digits.
+EMBEDDED_MODELS = {
+    "embedded": "elastic_mae_tiny_photos.pt",
+    "embedded-digits": "elastic_vit_micro_digits.pt",
+}
+EMBEDDED_MODEL = EMBEDDED_MODELS["embedded"]
 
 
-def embedded_model_path() -> Path:
-    """Path of the model shipped with the package, used by ``checkpoint="embedded"``."""
-    return Path(str(resources.files("adaglimpse_env") / "assets" / "models" / EMBEDDED_MODEL))
+def embedded_model_path(name: str = "embedded") -> Path:
+    """Path of a model shipped with the package, used by ``checkpoint="embedded"`` / ``"embedded-digits"``."""
+    if name not in EMBEDDED_MODELS:
+        raise ValueError(f"embedded model must be one of {list(EMBEDDED_MODELS)}, got {name!r}")
+    return Path(str(resources.files("adaglimpse_env") / "assets" / "models" / EMBEDDED_MODELS[name]))
 
 
 class MissingSetupError(ValueError):
@@ -73,13 +85,18 @@ def build_image_source(
     split_file: str | Path | None = None,
     env_id: str = "",
     data_env_var: str | None = None,
+    scene: dict[str, Any] | None = None,
 ) -> ImageSource:
-    """The :class:`ImageSource` of a dataset name; see :mod:`adaglimpse_env.datasets.folders`."""
+    """The :class:`ImageSource` of a dataset name; see :mod:`adaglimpse_env.datasets.folders` and, for the
+    procedural ``digits`` scenes (``scene``: :class:`~adaglimpse_env.datasets.scenes.SceneConfig` keywords),
+    :mod:`adaglimpse_env.datasets.scenes`."""
     transform = TransformConfig(size=image_size, train=augment, eval_resize=eval_resize)
     if dataset == "photos":
         return folders.embedded_photos(split, transform)
+    if dataset == "digits":
+        return ClutteredDigits(split, SceneConfig(canvas_size=image_size, **(scene or {})))
     if dataset not in _LAYOUTS:
-        raise ValueError(f"dataset must be one of {[*_LAYOUTS, 'photos']}, got {dataset!r}")
+        raise ValueError(f"dataset must be one of {[*_LAYOUTS, 'photos', 'digits']}, got {dataset!r}")
     root = _resolve(data_root, data_env_var)
     if root is None:
         hint = f" or set the environment variable {data_env_var}" if data_env_var else ""
@@ -110,8 +127,8 @@ def build_model(
     if isinstance(checkpoint, ElasticMAE):
         return checkpoint
     source = _resolve(checkpoint, checkpoint_env_var)
-    if source == "embedded":
-        source = embedded_model_path()
+    if isinstance(source, str) and source in EMBEDDED_MODELS:
+        source = embedded_model_path(source)
     if source is None:
         hint = f" or set the environment variable {checkpoint_env_var}" if checkpoint_env_var else ""
         repos = "; ".join(f"{repo}: {what}" for repo, what in KNOWN_HUB_REPOS.items())
@@ -132,7 +149,10 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
     device = options.pop("device", "cpu")
     dataset = options.pop("dataset", "folder")
     data_root = _resolve(options.pop("data_root", None), options.get("data_env_var"))
-    if options.get("image_source") is None and dataset != "photos" and data_root is None:
+    scene = {key: options.pop(key) for key in _SCENE_KEYS if key in options}
+    if scene and dataset != "digits":
+        raise TypeError(f"{env_id or 'make_env'}: scene keywords {sorted(scene)} need dataset='digits'")
+    if options.get("image_source") is None and dataset not in ("photos", "digits") and data_root is None:
         # Say what data is missing before spending time on loading a model.
         build_image_source(
             dataset, None, "train", task, 224, False, env_id=env_id, data_env_var=options.get("data_env_var")
@@ -156,6 +176,7 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
             split_file,
             env_id,
             data_env_var,
+            scene,
         )
     episode = EpisodeConfig(task=task, **{key: options.pop(key) for key in _EPISODE_KEYS if key in options})
     shuffle = options.pop("shuffle", split == "train")

@@ -32,6 +32,7 @@ from gymnasium.vector.utils import batch_space
 from adaglimpse_env.config import EpisodeConfig
 from adaglimpse_env.datasets.base import ImageSource
 from adaglimpse_env.datasets.stream import ImageStream
+from adaglimpse_env.envs.lookahead import score_candidate_glimpses
 from adaglimpse_env.envs.spaces import action_space, observation_space
 from adaglimpse_env.glimpse import action_to_unit, compute_glimpse_boxes, extract_patches
 from adaglimpse_env.metrics import confusion_matrix, segmentation_scores
@@ -72,13 +73,13 @@ class GlimpseVectorEnv(VectorEnv):
             ``info["final_obs"]``) or ``"disabled"``.
         output: ``"numpy"`` (Gymnasium's API, what wrappers and SB3 expect) or ``"torch"``, for agents that live
             on the device: observations, rewards (float32), terminations, truncations and the info entries the
-            model computes (``score``, ``initial_score``, ``label``, ``target_box``, ``glimpse_boxes``, ``pixel_fraction``,
-            ``num_clipped_actions`` and the task metric) are then fresh torch tensors on ``device``; the host
-            bookkeeping (``num_glimpses``, ``early_stopped``, ``num_skipped_images``) and the ``_key`` masks stay
-            numpy. Actions may be numpy arrays or tensors on any device, in either mode. The env's own code in
-            a torch step never waits for the device, except to check tensor actions for NaN/inf (one bool) and,
-            with ``early_stop_threshold``, to read which envs stopped (episode lengths set the next step's
-            shapes). The helpers it calls do not wait either: the ImageNet statistics of
+            model computes (``score``, ``initial_score``, ``label``, ``target_box``, ``glimpse_boxes``,
+            ``pixel_fraction``, ``num_clipped_actions`` and the task metric) are then fresh torch tensors on
+            ``device``; the host bookkeeping (``num_glimpses``, ``early_stopped``, ``num_skipped_images``) and the
+            ``_key`` masks stay numpy. Actions may be numpy arrays or tensors on any device, in either mode. The
+            env's own code in a torch step never waits for the device, except to check tensor actions for NaN/inf
+            (one bool) and, with ``early_stop_threshold``, to read which envs stopped (episode lengths set the
+            next step's shapes). The helpers it calls do not wait either: the ImageNet statistics of
             :func:`~adaglimpse_env.normalization.to_pixels` are cached per device and dtype, and the segmentation
             confusion matrix is a fixed-size ``scatter_add_``.
         autocast_dtype: ``None`` (float32) or ``"bfloat16"`` / ``"float16"``: run the frozen model's encoder and
@@ -315,8 +316,9 @@ class GlimpseVectorEnv(VectorEnv):
         return observation, reward_out, self._flags(terminated), self._flags(truncated), info
 
     def render(self) -> tuple[np.ndarray, ...] | None:
-        """One ``rgb_array`` frame per env, ``(H, 3W, 3)``: the image with this episode's glimpse boxes, what the
-        agent has seen (its patches pasted at their boxes on grey), and the model's current prediction."""
+        """One ``rgb_array`` frame per env, ``(H, 3W, 3)``: the image with this episode's glimpse boxes (and the
+        target's box in cyan, for sources that place one), what the agent has seen (its patches pasted at their
+        boxes on grey), and the model's current prediction."""
         if self.render_mode is None:
             return None
         from adaglimpse_env.rendering import render_frames
@@ -333,6 +335,7 @@ class GlimpseVectorEnv(VectorEnv):
             patches=self._patches,
             boxes=self._boxes,
             tokens_per_glimpse=self.episode.tokens_per_glimpse,
+            target_boxes=self._target_boxes.cpu().numpy(),
         )
 
     def close_extras(self, **kwargs: Any) -> None:
@@ -428,6 +431,42 @@ class GlimpseVectorEnv(VectorEnv):
                 f"got shape {tuple(actions.shape)}"
             )
         return actions
+
+    def score_candidates(self, actions: np.ndarray | torch.Tensor, max_batch: int = 512) -> np.ndarray:
+        """Oracle look-ahead: the score every env would have after taking each candidate action next.
+
+        It uses the true image and its label/mask/pixels, which an agent never sees: what the ``greedy`` baseline
+        of ``agents/baselines.py`` builds its upper bound on. Nothing about the episodes changes.
+
+        Args:
+            actions: ``(num_envs, K, 3)`` candidate actions ``(x, y, scale)`` in ``[-1, 1]``.
+            max_batch: most (env, candidate) sequences in one forward of the model.
+
+        Returns:
+            ``(num_envs, K)`` float32 scores.
+
+        Raises:
+            ValueError: wrong shape or non-finite actions, or called before the first reset.
+        """
+        if not self._started:
+            raise ValueError("score_candidates requires reset() first")
+        candidates = torch.as_tensor(actions, dtype=torch.float32).to(self.device)
+        if candidates.ndim != 3 or candidates.shape[0] != self.num_envs or candidates.shape[2] != 3:
+            raise ValueError(
+                f"score_candidates requires actions of shape ({self.num_envs}, K, 3) ordered (x, y, scale), "
+                f"got {tuple(candidates.shape)}"
+            )
+        if not bool(torch.isfinite(candidates).all()):
+            raise ValueError("score_candidates requires finite actions, got NaN or inf")
+        batch, count = candidates.shape[:2]
+        unit = action_to_unit(candidates.clamp(-1.0, 1.0).reshape(-1, 3)).reshape(batch, count, 3)
+        with self._autocast():
+            scores = score_candidate_glimpses(
+                self.model, self.head, self._images, self._patches, self._boxes, self._token_count,
+                self._target(), unit, int(self.episode.grid_size or 2),
+                self.episode.max_glimpse_ratio, max_batch,
+            )  # fmt: skip
+        return scores.float().cpu().numpy()
 
     def _load_images(self, rows: np.ndarray) -> None:
         """New images for ``rows``, and a clean slate (no tokens, nothing seen)."""

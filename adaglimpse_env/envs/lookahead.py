@@ -1,0 +1,79 @@
+"""One-step look-ahead: the score each env would reach with each of several candidate glimpses.
+
+This is what an oracle sees (the true image and its label, mask or pixels), not what an agent sees; the
+``greedy`` baseline of ``agents/baselines.py`` uses it as an upper bound for any policy with the same frozen model.
+All candidates of all envs are scored by batched forwards of the model, in chunks of at most ``max_batch``
+sequences so that memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adaglimpse_env.glimpse import compute_glimpse_boxes, extract_patches
+from adaglimpse_env.models.heads import TaskHead
+from adaglimpse_env.models.mae import ElasticMAE
+
+
+@torch.inference_mode()
+def score_candidate_glimpses(
+    model: ElasticMAE,
+    head: TaskHead,
+    images: torch.Tensor,
+    patches: torch.Tensor,
+    boxes: torch.Tensor,
+    token_count: torch.Tensor,
+    target: torch.Tensor | None,
+    unit_actions: torch.Tensor,
+    grid_size: int,
+    max_size_ratio: float = 1.0,
+    max_batch: int = 512,
+) -> torch.Tensor:
+    """Scores after one more glimpse, for every env and candidate; nothing is changed.
+
+    Args:
+        model: the frozen model.
+        head: its task head.
+        images: ``(B, 3, H, W)`` normalised images.
+        patches: ``(B, P, 3, 16, 16)`` tokens so far (slots ``>= token_count`` are ignored).
+        boxes: ``(B, P, 4)`` their pixel boxes.
+        token_count: ``(B,)`` int64 tokens filled per env.
+        target: what :meth:`TaskHead.score` compares with besides the images (labels ``(B,)``, masks
+            ``(B, H, W)``, pixels ``(B, 3, H, W)``) or None.
+        unit_actions: ``(B, K, 3)`` candidates in the original order ``(y, x, scale)``, in ``[0, 1]``.
+        grid_size: ``g``.
+        max_size_ratio: largest glimpse side as a fraction of the image side.
+        max_batch: most sequences (env x candidate) in one forward.
+
+    Returns:
+        ``(B, K)`` float32 scores (higher is better).
+    """
+    batch, num_candidates = unit_actions.shape[:2]
+    per_glimpse = grid_size * grid_size
+    size = (images.shape[2], images.shape[3])
+    cells = compute_glimpse_boxes(unit_actions.reshape(-1, 3), size, grid_size, max_size_ratio).cells
+    cells = cells.reshape(batch, num_candidates * per_glimpse, 4)
+    new_patches = extract_patches(images, cells).reshape(batch, num_candidates, per_glimpse, *patches.shape[2:])
+    new_boxes = cells.reshape(batch, num_candidates, per_glimpse, 4)
+    longest = int(token_count.max())
+    old_patches, old_boxes = patches[:, :longest], boxes[:, :longest]
+    # Slots past an env's own count are padding; the candidate's tokens come after the longest history.
+    empty = torch.arange(longest, device=images.device)[None] >= token_count[:, None]  # (B, longest)
+    pad_mask = torch.cat((empty, empty.new_zeros(batch, per_glimpse)), dim=1).float()[..., None]
+    chunk = max(1, max_batch // batch)
+    scores = []
+    for start in range(0, num_candidates, chunk):
+        count = min(chunk, num_candidates - start)
+        seq_patches = torch.cat(
+            (old_patches[:, None].expand(-1, count, -1, -1, -1, -1), new_patches[:, start : start + count]), dim=2
+        ).flatten(0, 1)
+        seq_boxes = torch.cat(
+            (old_boxes[:, None].expand(-1, count, -1, -1), new_boxes[:, start : start + count]), dim=2
+        ).flatten(0, 1)
+        seq_pad = pad_mask.repeat_interleave(count, dim=0) if bool(empty.any()) else None
+        latent = model.forward_encoder(seq_patches, seq_boxes, seq_pad).latent
+        prediction = head.predict(model, latent, seq_pad)
+        repeated_images = images.repeat_interleave(count, dim=0)
+        repeated_target = None if target is None else target.repeat_interleave(count, dim=0)
+        scores.append(head.score(model, prediction, repeated_images, repeated_target).float().reshape(batch, count))
+    return torch.cat(scores, dim=1)
