@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class EvaluationCallback(BaseCallback):
         # A resumed run starts at num_timesteps > 0: evaluate at the next multiple of `every`, not at every step
         # until the count catches up.
         self.next_evaluation = (self.model.num_timesteps // self.every + 1) * self.every
+        self._started = time.perf_counter()
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_evaluation:
@@ -88,7 +90,9 @@ class EvaluationCallback(BaseCallback):
         if pictures:
             for key, picture in self.pictures(recorder, result).items():
                 self.logger.record(key, Image(picture, "HWC"), exclude=("stdout", "log", "json", "csv"))
-        self.history.append({"timesteps": self.num_timesteps, **result})
+        # Wall seconds since this (possibly resumed) training call began: learning curves per minute.
+        wall = round(time.perf_counter() - self._started, 1) if hasattr(self, "_started") else None
+        self.history.append({"timesteps": self.num_timesteps, "wall_s": wall, **result})
         self.logger.dump(self.num_timesteps)
         return result
 
@@ -235,6 +239,31 @@ def remove_stale_checkpoint_files(output: Path, keep: int | None) -> None:
     stale += [path for path in output.glob(".*.tmp") if path.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
+
+
+class WallClockLimitCallback(BaseCallback):
+    """Stops training once ``minutes`` of wall-clock time have passed since this training call began: runs
+    compared on learning per minute get the same time, whatever their speed.
+
+    Args:
+        minutes: the budget (> 0).
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        if not minutes > 0:
+            raise ValueError(f"WallClockLimitCallback requires minutes > 0, got {minutes}")
+        self.minutes = minutes
+        self.stopped_at: int | None = None
+
+    def _on_training_start(self) -> None:
+        self._deadline = time.perf_counter() + 60.0 * self.minutes
+
+    def _on_step(self) -> bool:
+        if time.perf_counter() < self._deadline:
+            return True
+        self.stopped_at = self.num_timesteps
+        return False
 
 
 class ProgressBarCallback(BaseCallback):

@@ -8,12 +8,15 @@ from typing import Any
 
 from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import BASELINES, make_baseline
+from agents.shipped import SHIPPED_AGENTS, load_agent
 
 SB3_ALGORITHMS = ("SAC", "TD3", "DDPG", "PPO", "A2C")
 CONTRIB_ALGORITHMS = ("TQC", "CrossQ")
 POLICY_SPEC_HELP = (
-    f"a baseline ({', '.join(BASELINES)}), 'sb3:<algo>:<path.zip>' (e.g. sb3:sac:runs/sac_embedded/model.zip) "
-    "or 'original:<checkpoint.ckpt>'"
+    f"a baseline ({', '.join(BASELINES)}; greedy is an oracle that sees the image: an upper bound), "
+    "'sb3:<algo>:<path.zip>' (e.g. sb3:sac:runs/sac_digits/model.zip), 'sb3:sac:<path/agent.pt>' (an actor "
+    "exported by train_sac.py, loaded without pickle), 'sb3:sac:embedded' (the SAC agent shipped for "
+    "AdaGlimpse-ClutteredDigits-v0) or 'original:<checkpoint.ckpt>'"
 )
 
 
@@ -51,6 +54,8 @@ def load_policy(spec: str, env: GlimpseVectorEnv, seed: int = 0, device: str = "
         if len(parts) != 3:
             raise ValueError(f"an SB3 policy spec requires 'sb3:<algo>:<path.zip>', got {spec!r}")
         _, algo, path = parts
+        if algo.lower() == "sac" and (path in SHIPPED_AGENTS or path.endswith(".pt")):
+            return load_agent(path, env, device=device)  # pickle-free: a shipped name or an exported agent.pt
         algorithms = sb3_algorithms()
         if algo.lower() not in algorithms:
             raise ValueError(f"sb3:<algo>:<path> requires algo in {sorted(algorithms)}, got {algo!r}")
@@ -68,6 +73,8 @@ def policy_label(spec: str) -> str:
     """A short name for tables and pictures: ``sb3:sac:runs/x/model.zip`` -> ``sac (model.zip)``."""
     if spec.startswith("sb3:"):
         _, algo, path = spec.split(":", 2)
+        if path in SHIPPED_AGENTS:
+            return f"{algo.lower()} (shipped)"
         return f"{algo.lower()} ({Path(path).parent.name or Path(path).name})"
     if spec.startswith("original:"):
         return f"original ({Path(spec.split(':', 1)[1]).name})"

@@ -47,8 +47,13 @@ class Float16DictReplayBuffer(DictReplayBuffer):
         )
 
 
-def replay_buffer_bytes(buffer_size: int, observation_space: spaces.Dict, dtype: np.dtype | type = np.float16) -> int:
-    """Bytes of observation storage (``obs`` + ``next_obs``) for ``buffer_size`` transitions."""
+def replay_buffer_bytes(
+    buffer_size: int, observation_space: spaces.Dict | spaces.Box, dtype: np.dtype | type = np.float16
+) -> int:
+    """Bytes of observation storage (``obs`` + ``next_obs``) for ``buffer_size`` transitions (a ``Box`` space, the
+    ``flat`` preset, is stored by SB3's plain replay buffer in float32 whatever ``dtype`` says)."""
+    if isinstance(observation_space, spaces.Box):
+        return 2 * buffer_size * int(np.prod(observation_space.shape)) * np.dtype(np.float32).itemsize
     per_observation = 0
     for space in observation_space.spaces.values():
         assert space.shape is not None

@@ -1,0 +1,114 @@
+"""Trained agents shipped with the package, stored without pickle: the actor's weights (a plain tensor state dict,
+read with ``torch.load(weights_only=True)``) beside a small JSON of the settings needed to rebuild it.
+
+``sb3:sac:embedded`` in ``scripts/evaluate.py`` and ``scripts/visualize_episode.py`` loads the SAC agent trained on
+``AdaGlimpse-ClutteredDigits-v0`` (its command, wall time and results are in its JSON and docs/results.md), so a new
+user sees a trained policy in seconds. :func:`export_agent` writes the same pair for any SAC run.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.sac.policies import MlpPolicy, MultiInputPolicy
+
+from adaglimpse_env import GlimpseVectorEnv
+from agents.features import STREAMS, sac_policy_kwargs
+
+#: Shipped agents by name: ``sb3:sac:<name>``.
+SHIPPED_AGENTS = {"embedded": "sac_digits"}
+FORMAT_VERSION = 1
+
+
+class ShippedAgentError(ValueError):
+    """A shipped-agent file pair is missing, malformed, or does not fit the env it is loaded for."""
+
+
+def agent_files(name_or_stem: str | Path) -> tuple[Path, Path]:
+    """``(weights .pt, settings .json)`` of a shipped agent name or of a path stem (``runs/x/agent``)."""
+    if isinstance(name_or_stem, str) and name_or_stem in SHIPPED_AGENTS:
+        stem = Path(str(resources.files("agents") / "assets" / SHIPPED_AGENTS[name_or_stem]))
+    else:
+        stem = Path(name_or_stem)
+        stem = stem.with_suffix("") if stem.suffix in (".pt", ".json") else stem
+    return stem.with_suffix(".pt"), stem.with_suffix(".json")
+
+
+def export_agent(
+    model: SAC, stem: str | Path, env_id: str, observation: str, metadata: dict[str, Any]
+) -> tuple[Path, Path]:
+    """Write ``model``'s actor as ``<stem>.pt`` (float32 tensors only) and its settings as ``<stem>.json``.
+
+    Args:
+        model: a trained SAC on a glimpse env.
+        stem: path without suffix.
+        env_id: the id it was trained on.
+        observation: the env's observation preset (``full``, ``latent`` or ``flat``).
+        metadata: anything worth keeping (command, wall time, results); must be JSON-serialisable.
+    """
+    weights, settings = agent_files(stem)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().float().cpu().contiguous() for key, value in model.actor.state_dict().items()}
+    torch.save(state, weights)
+    record = {
+        "format_version": FORMAT_VERSION,
+        "algorithm": "sac",
+        "env_id": env_id,
+        "observation": observation,
+        "policy": type(model.policy).__name__,
+        "actor_parameters": int(sum(t.numel() for t in state.values())),
+        **metadata,
+    }
+    settings.write_text(json.dumps(record, indent=1) + "\n")
+    return weights, settings
+
+
+def load_agent(name_or_stem: str | Path, env: GlimpseVectorEnv, device: str = "cpu") -> BasePolicy:
+    """The SB3 SAC policy of a shipped (or exported) agent, ready for ``predict(observation, deterministic=True)``
+    on ``env``.
+
+    Nothing is unpickled: the weights are read with ``torch.load(weights_only=True)`` and the architecture is
+    rebuilt from the env's spaces (the trunk :func:`agents.sac.make_sac` gives the env's observation preset).
+
+    Raises:
+        ShippedAgentError: missing files, a malformed settings file, or an env whose observation preset or
+            spaces do not match the agent.
+    """
+    weights, settings_path = agent_files(name_or_stem)
+    if not weights.is_file() or not settings_path.is_file():
+        raise ShippedAgentError(
+            f"agent {str(name_or_stem)!r} requires {weights} and {settings_path}; shipped names: {list(SHIPPED_AGENTS)}"
+        )
+    try:
+        settings = json.loads(settings_path.read_text())
+        preset = settings["observation"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ShippedAgentError(f"{settings_path} is not an agent settings file: {error}") from error
+    if env.episode.observation != preset:
+        raise ShippedAgentError(
+            f"agent {str(name_or_stem)!r} was trained with observation={preset!r} on {settings.get('env_id')}; "
+            f"the env has observation={env.episode.observation!r}: make it with observation={preset!r}"
+        )
+    space, action_space = env.single_observation_space, env.single_action_space
+    assert isinstance(action_space, spaces.Box)
+    policy: MultiInputPolicy | MlpPolicy
+    if isinstance(space, spaces.Dict):
+        missing = tuple(name for name in STREAMS if name not in space.spaces)
+        policy = MultiInputPolicy(space, action_space, lambda _: 0.0, **sac_policy_kwargs(exclude_inputs=missing))
+    else:
+        policy = MlpPolicy(space, action_space, lambda _: 0.0)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        policy.actor.load_state_dict(state)
+    except RuntimeError as error:
+        raise ShippedAgentError(
+            f"agent {str(name_or_stem)!r} does not fit this env (trained on {settings.get('env_id')}): {error}"
+        ) from error
+    return policy.to(device).eval()

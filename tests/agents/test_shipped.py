@@ -1,0 +1,81 @@
+"""Agents stored without pickle: export a SAC actor, load it back into a fresh policy, same actions; bad files and
+mismatched envs get clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import adaglimpse_env  # noqa: F401
+from adaglimpse_env.models import create_model, save_model
+from agents.policies import load_policy
+from agents.sac import make_sac
+from agents.sb3_adapter import GlimpseSB3VecEnv
+from agents.shipped import ShippedAgentError, agent_files, export_agent, load_agent
+
+FAST = "AdaGlimpse-ClutteredDigits-Fast-v0"
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("digits") / "micro.pt"
+    save_model(path, create_model("micro", "classification", num_classes=10, depth=1), "classification")
+    return path
+
+
+@pytest.mark.parametrize("observation", ["full", "flat"])
+def test_exported_actor_acts_the_same(tmp_path: Path, classifier: Path, observation: str) -> None:
+    train_env = gym.make_vec(FAST, num_envs=2, checkpoint=str(classifier), observation=observation,
+                             autoreset_mode="same_step")  # fmt: skip
+    model = make_sac(GlimpseSB3VecEnv(train_env), seed=0, buffer_size=64, learning_starts=0)
+    with torch.no_grad():  # move the weights away from their initialisation, so equality means something
+        for parameter in model.actor.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    weights, settings = export_agent(model, tmp_path / "agent", FAST, observation, {"command": "test"})
+    assert json.loads(settings.read_text())["observation"] == observation
+    assert all(isinstance(v, torch.Tensor) for v in torch.load(weights, weights_only=True).values())
+
+    env = gym.make_vec(FAST, num_envs=2, checkpoint=str(classifier), observation=observation, split="val")
+    observation_batch, _ = env.reset(seed=0)
+    loaded = load_agent(tmp_path / "agent", env)
+    expected, _ = model.predict(observation_batch, deterministic=True)
+    actions, _ = loaded.predict(observation_batch, deterministic=True)
+    np.testing.assert_allclose(actions, expected, atol=1e-6)
+    env.close()
+    train_env.close()
+
+
+def test_mismatched_or_broken_agents_are_refused(tmp_path: Path, classifier: Path) -> None:
+    train_env = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="flat",
+                             autoreset_mode="same_step")  # fmt: skip
+    model = make_sac(GlimpseSB3VecEnv(train_env), seed=0, buffer_size=8, learning_starts=0)
+    export_agent(model, tmp_path / "agent", FAST, "flat", {})
+    full_env = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier))
+    with pytest.raises(ShippedAgentError, match="observation='flat'"):
+        load_agent(tmp_path / "agent", full_env)
+    with pytest.raises(ShippedAgentError, match="requires"):
+        load_agent(tmp_path / "missing", full_env)
+    agent_files(tmp_path / "agent")[1].write_text("{not json")
+    with pytest.raises(ShippedAgentError, match="not an agent settings file"):
+        load_agent(tmp_path / "agent", full_env)
+    full_env.close()
+    train_env.close()
+
+
+def test_shipped_agent_loads_by_name_and_acts() -> None:
+    weights, settings = agent_files("embedded")
+    if not weights.is_file():
+        pytest.skip("no shipped agent in this checkout")
+    preset = json.loads(settings.read_text())["observation"]
+    env = gym.make_vec("AdaGlimpse-ClutteredDigits-v0", num_envs=2, split="val", observation=preset)
+    observation, _ = env.reset(seed=0)
+    policy = load_policy("sb3:sac:embedded", env)
+    actions, _ = policy.predict(observation, deterministic=True)
+    assert actions.shape == (2, 3) and np.isfinite(actions).all() and np.abs(actions).max() <= 1
+    env.close()
