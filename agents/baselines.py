@@ -157,18 +157,94 @@ class WholeImageFirstPolicy(RasterPolicy):
         return self.tile_action(glimpse - 1, self.tiles)
 
 
+class GreedyOraclePolicy(GlimpsePolicy):
+    """**An upper bound, not a policy**: at every step it scores candidate glimpses with the env's frozen model on
+    the true image (and label, mask or pixels), in batched forwards, and takes the best one.
+
+    It sees what no agent sees, so its numbers say how far a policy could get with this model and budget (one
+    step ahead; a non-greedy plan could in principle do better). Tables must label it as an oracle.
+
+    Candidates, per step: a coarse grid of ``positions x positions`` places times ``scales`` glimpse sides spaced
+    geometrically from the smallest to the largest glimpse, then a ``refine x refine x 3`` grid around each env's
+    best coarse candidate (half a coarse step either way in position and scale), so that small targets are hit
+    precisely at a fraction of the cost of a fine grid: ``positions**2 * scales + refine**2 * 3`` forwards per env.
+
+    Args:
+        oracle_env: the vector env it is evaluated on (it reads that env's current episodes, so call ``predict``
+            with the observation that env just returned).
+        positions: coarse candidate positions per axis.
+        scales: coarse candidate glimpse sides.
+        refine: local candidates per axis around the best coarse one (0 or 1: no refinement).
+        max_batch: most (env, candidate) sequences per model forward (memory bound).
+    """
+
+    def __init__(
+        self, *args: Any, oracle_env: GlimpseVectorEnv, positions: int = 9, scales: int = 5, refine: int = 5,
+        max_batch: int = 1024, **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        if positions < 1 or scales < 1 or refine < 0:
+            raise ValueError(
+                f"GreedyOraclePolicy requires positions >= 1, scales >= 1 and refine >= 0, got {positions}, "
+                f"{scales}, {refine}"
+            )
+        self.env = oracle_env
+        self.max_batch = max_batch
+        grid = np.linspace(-1.0, 1.0, positions) if positions > 1 else np.zeros(1)
+        sides = np.geomspace(self.min_glimpse, self.max_glimpse, scales) if scales > 1 else [self.max_glimpse]
+        scale_values = np.array([self.scale_for_side(float(side)) for side in sides])
+        self.candidates = np.array([(x, y, s) for s in scale_values for y in grid for x in grid], dtype=np.float32)
+        # Half a coarse step either way; the scale step is the mean gap between coarse scale values.
+        position_step = 1.0 if positions < 2 else 1.0 / (positions - 1)
+        scale_step = 0.5 * float(np.diff(scale_values).mean()) if scales > 1 else 0.25
+        offsets = np.linspace(-position_step, position_step, refine) if refine > 1 else np.zeros(0)
+        self.refinements = np.array(
+            [(dx, dy, ds) for ds in (-scale_step, 0.0, scale_step) for dy in offsets for dx in offsets],
+            dtype=np.float32,
+        ).reshape(-1, 3)
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """The best candidate of each env of ``env`` (the observation is only used for its batch shape)."""
+        _, batched = self.glimpse_index(observation)
+        num_envs = self.env.num_envs
+        coarse = np.broadcast_to(self.candidates, (num_envs, *self.candidates.shape))
+        scores = self.env.score_candidates(coarse, max_batch=self.max_batch)
+        best = self.candidates[scores.argmax(axis=1)]  # (B, 3)
+        if len(self.refinements):
+            local = np.clip(best[:, None] + self.refinements[None], -1.0, 1.0).astype(np.float32)
+            local_scores = self.env.score_candidates(local, max_batch=self.max_batch)
+            better = local_scores.max(axis=1) > scores.max(axis=1)
+            best = np.where(better[:, None], local[np.arange(num_envs), local_scores.argmax(axis=1)], best)
+        return (best if batched else best[0]), state
+
+    def action(self, glimpse: int) -> np.ndarray:
+        """Not defined: the oracle's action depends on the image, see :meth:`predict`."""
+        raise NotImplementedError("GreedyOraclePolicy chooses from the image: call predict(observation)")
+
+
 BASELINES: dict[str, type[GlimpsePolicy]] = {
     "random": RandomPolicy,
     "raster": RasterPolicy,
     "centre-zoom": CentreZoomOutPolicy,
     "whole-first": WholeImageFirstPolicy,
+    "greedy": GreedyOraclePolicy,
 }
+#: Baselines that see the true image: upper bounds to report beside policies, never as one of them.
+ORACLES = ("greedy",)
 
 
 def make_baseline(name: str, env: GlimpseVectorEnv, seed: int | None = None) -> GlimpsePolicy:
-    """A baseline by name, sized for ``env``."""
+    """A baseline by name, sized for ``env`` (``greedy`` also reads ``env``'s episodes: an oracle)."""
     if name not in BASELINES:
         raise ValueError(f"baseline must be one of {list(BASELINES)}, got {name!r}")
     if name == "random":
         return RandomPolicy.for_env(env, seed=seed)
+    if name == "greedy":
+        return GreedyOraclePolicy.for_env(env, oracle_env=env)
     return BASELINES[name].for_env(env)

@@ -16,6 +16,11 @@ Usage::
     python scripts/benchmark_env.py                       # the full table: tiny and base, 1 16 64 256, CPU (+ CUDA)
     python scripts/benchmark_env.py --model-sizes tiny    # a quick look (minutes on a CPU)
     python scripts/benchmark_env.py --devices cuda        # the GPU rows only
+    python scripts/benchmark_env.py --env-id AdaGlimpse-ClutteredDigits-Fast-v0 --num-envs 64 --threads 1
+
+With ``--env-id`` it measures a registered id as a user runs it instead: env steps per second over
+``--seconds`` of random actions, with its own model and image source, resets (and so image decoding or scene
+drawing) and autoreset included, after one warm-up episode.
 """
 
 from __future__ import annotations
@@ -152,13 +157,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", default="numpy", choices=["numpy", "torch"])
     parser.add_argument("--autocast-dtype", default=None, choices=["bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--env-id", default=None, help="measure this registered id end to end instead (see above)")
+    parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="gym.make_vec kwargs")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per row with --env-id")
     return parser.parse_args(argv)
+
+
+def registered_throughput(args: argparse.Namespace) -> int:
+    """Env steps per second of a registered id, resets included, one row per ``num_envs``."""
+    import gymnasium as gym
+
+    from agents.config import parse_key_values
+
+    kwargs = parse_key_values(args.env_kwargs)
+    print(f"# benchmark_env: {args.env_id} {kwargs}, random actions, resets included, {args.seconds:.0f} s a row,")
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {datetime.datetime.now():%Y-%m-%d %H:%M},")
+    print(f"# load average at start {os.getloadavg()[0]:.2f}")
+    print("| num_envs | vector steps | episodes | env steps/s | peak memory (MiB) |")
+    print("|---:|---:|---:|---:|---:|")
+    for num_envs in args.num_envs:
+        env = gym.make_vec(args.env_id, num_envs=num_envs, **kwargs)
+        assert isinstance(env, GlimpseVectorEnv)
+        rng = np.random.default_rng(0)
+        env.reset(seed=0)
+        actions = [rng.uniform(-1, 1, size=(num_envs, 3)).astype(np.float32) for _ in range(64)]
+        for step in range(env.episode.num_glimpses or 1):  # warm-up episode
+            env.step(actions[step % 64])
+        steps = episodes = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < args.seconds:
+            _, _, terminated, truncated, _ = env.step(actions[steps % 64])
+            steps += 1
+            episodes += int((terminated | truncated).sum())
+        seconds = time.perf_counter() - start
+        memory = peak_memory(torch.device("cpu"))
+        print(f"| {num_envs} | {steps} | {episodes} | {num_envs * steps / seconds:.0f} | {memory} |", flush=True)
+        env.close()
+    print(f"# load average at end {os.getloadavg()[0]:.2f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.env_id is not None:
+        return registered_throughput(args)
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     episode = EpisodeConfig(task=args.task, num_glimpses=args.num_glimpses)
     incremental = not args.reference

@@ -71,3 +71,34 @@ def test_random_is_seeded_and_single_observations_work(env) -> None:
 def test_unknown_baseline(env) -> None:
     with pytest.raises(ValueError, match=str(list(BASELINES))[:20].replace("[", r"\[")):
         make_baseline("spiral", env)
+
+
+def run_final_scores(env, policy, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    observation, _ = env.reset(seed=seed)
+    done = np.zeros(env.num_envs, dtype=bool)
+    while not done.all():
+        actions, _ = policy.predict(observation, deterministic=True)
+        observation, _, terminated, truncated, info = env.step(actions)
+        done |= terminated | truncated
+    return info["score"], info["correct"]
+
+
+def test_greedy_takes_the_best_candidate(env) -> None:
+    greedy = make_baseline("greedy", env)
+    assert len(greedy.candidates) == 9 * 9 * 5 and len(greedy.refinements) == 5 * 5 * 3
+    observation, _ = env.reset(seed=0)
+    env.step(np.zeros((2, 3), dtype=np.float32))
+    observation, *_ = env.step(np.array([[0.5, -0.5, -0.5], [-0.2, 0.3, 0.0]], dtype=np.float32))
+    actions, _ = greedy.predict(observation)
+    coarse = env.score_candidates(np.broadcast_to(greedy.candidates, (2, *greedy.candidates.shape)))
+    chosen = env.score_candidates(actions[:, None])[:, 0]
+    # The refined choice is at least as good as the best coarse candidate, and it is what the scores say.
+    assert (chosen >= coarse.max(axis=1) - 1e-6).all()
+    for row in range(2):
+        best = greedy.candidates[coarse[row].argmax()]
+        local = np.clip(best + greedy.refinements, -1, 1).astype(np.float32)
+        local_scores = env.score_candidates(np.broadcast_to(local, (2, *local.shape)))[row]
+        expected = local[local_scores.argmax()] if local_scores.max() > coarse[row].max() else best
+        np.testing.assert_array_equal(actions[row], expected)
+    with pytest.raises(NotImplementedError, match="predict"):
+        greedy.action(0)
