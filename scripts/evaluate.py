@@ -1,15 +1,18 @@
 """Evaluate glimpse policies on any env id: the task metric after every glimpse, the final score, pixels seen.
 
-Policies: a baseline name (``random``, ``raster``, ``centre-zoom``, ``whole-first``), an SB3 zip
-(``sb3:<algo>:<path.zip>``, e.g. ``sb3:sac:runs/sac/model.zip``), or the actor of an original AdaGlimpse
-checkpoint (``original:<path.ckpt>``). For reconstruction envs ``--mean-image`` adds the mean-image predictor
-(the per-pixel mean of the training images, no glimpse at all) as a reference row.
+Policies: a baseline name (``random``, ``raster``, ``centre-zoom``, ``whole-first``; ``greedy`` is an oracle that
+scores candidate glimpses on the true image, reported as an upper bound), an SB3 zip (``sb3:<algo>:<path.zip>``),
+an exported actor (``sb3:sac:runs/sac_digits/agent.pt``), the shipped agent (``sb3:sac:embedded``), or the actor of
+an original AdaGlimpse checkpoint (``original:<path.ckpt>``). For reconstruction envs ``--mean-image`` adds the
+mean-image predictor (the per-pixel mean of the training images, no glimpse at all) as a reference row.
 
 Prints one table and writes ``<output>.csv`` and ``<output>.json``.
 
 Usage::
 
-    python scripts/evaluate.py --policies random raster centre-zoom --episodes 64 --mean-image
+    python scripts/evaluate.py --policies sb3:sac:embedded random raster whole-first greedy --episodes 200
+    python scripts/evaluate.py --env-id AdaGlimpse-Photos-v0 --env-kwargs augment=true --policies random raster \
+        centre-zoom --episodes 64 --mean-image
     python scripts/evaluate.py --env-id AdaGlimpse-ImageNet-v0 --env-kwargs data_root=/data/imagenet \\
         --policies original:adaglimpse_cls.ckpt random --episodes 1000 --device cuda
 """
@@ -27,11 +30,12 @@ import gymnasium as gym
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
+from agents.baselines import ORACLES
 from agents.config import parse_key_values
 from agents.evaluation import mean_image_rmse, run_policy
 from agents.policies import POLICY_SPEC_HELP, load_policy
 
-DEFAULT_ENV_ID = "AdaGlimpse-Photos-v0"
+DEFAULT_ENV_ID = "AdaGlimpse-ClutteredDigits-v0"
 
 
 def format_table(rows: list[dict[str, Any]], show: list[int]) -> str:
@@ -59,7 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mean-image", action="store_true", help="add the mean-image predictor (reconstruction)")
-    parser.add_argument("--show-glimpses", type=int, nargs="+", default=[0, 1, 2, 4, 8, 12])
+    parser.add_argument(
+        "--show-glimpses", type=int, nargs="+", default=None,
+        help="glimpse counts shown in the table (default 0 1 2 4 8 and the budget)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path("runs/evaluate/results"))
     return parser.parse_args(argv)
 
@@ -74,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         assert isinstance(env, GlimpseVectorEnv)
         policy = load_policy(spec, env, args.seed, args.device)
         result = run_policy(env, policy, args.episodes, args.seed)
-        rows.append({"policy": spec, "env_id": args.env_id, **result})
+        label = f"{spec} (oracle: sees the image)" if spec in ORACLES else spec
+        rows.append({"policy": label, "env_id": args.env_id, **result})
         env.close()
         print(f"{spec}: done ({result['episodes']} episodes)", file=sys.stderr)
     if args.mean_image:
@@ -90,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             "mean_glimpses": 0.0,
         })  # fmt: skip
     print(f"\n{args.env_id}, {args.split} split, {args.episodes} episodes, seed {args.seed}\n")
-    print(format_table(rows, args.show_glimpses))
+    budget = len(rows[0]["metric_by_glimpse"]) - 1
+    print(format_table(rows, args.show_glimpses or sorted({0, 1, 2, 4, 8, budget} & set(range(budget + 1)))))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
     with args.output.with_suffix(".csv").open("w", newline="") as handle:

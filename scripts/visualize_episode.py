@@ -35,7 +35,7 @@ from agents.config import parse_key_values
 from agents.evaluation import EpisodeRecorder, run_policy
 from agents.policies import POLICY_SPEC_HELP, load_policy, policy_label
 
-DEFAULT_ENV_ID = "AdaGlimpse-Photos-v0"
+DEFAULT_ENV_ID = "AdaGlimpse-ClutteredDigits-v0"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -450,6 +450,8 @@ class GlimpseVectorEnv(VectorEnv):
         """
         if not self._started:
             raise ValueError("score_candidates requires reset() first")
+        if isinstance(actions, np.ndarray):  # a broadcast view is read-only: copy it into one float32 block
+            actions = np.ascontiguousarray(actions, dtype=np.float32)
         candidates = torch.as_tensor(actions, dtype=torch.float32).to(self.device)
         if candidates.ndim != 3 or candidates.shape[0] != self.num_envs or candidates.shape[2] != 3:
             raise ValueError(

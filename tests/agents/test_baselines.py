@@ -83,6 +83,17 @@ def run_final_scores(env, policy, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return info["score"], info["correct"]
 
 
+def test_greedy_oracle_beats_random_on_the_digits() -> None:
+    # The shipped classifier on 6 fixed val scenes of the fast id: the oracle reads most digits, random few.
+    env = gym.make_vec("AdaGlimpse-ClutteredDigits-Fast-v0", num_envs=6, split="val")
+    greedy = make_baseline("greedy", env)
+    greedy_score, greedy_correct = run_final_scores(env, greedy)
+    random_score, _ = run_final_scores(env, make_baseline("random", env, seed=0))
+    assert greedy_score.mean() > random_score.mean() + 0.2
+    assert greedy_correct.mean() >= 4 / 6
+    env.close()
+
+
 def test_greedy_takes_the_best_candidate(env) -> None:
     greedy = make_baseline("greedy", env)
     assert len(greedy.candidates) == 9 * 9 * 5 and len(greedy.refinements) == 5 * 5 * 3

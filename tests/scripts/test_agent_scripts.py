@@ -101,16 +101,20 @@ def test_benchmark_agents_table(env_args: list[str], tmp_path: Path, capsys) -> 
     assert {r["name"] for r in results} == {"sac", "ppo", "random"}
 
 
-def test_embedded_preset_is_the_default_run() -> None:
-    # configs/sac/embedded.yaml says it is train_sac.py's defaults written out (docs/results.md relies on it).
+def test_digits_preset_is_the_default_run() -> None:
+    # configs/sac/digits.yaml says it is train_sac.py's defaults written out (docs/results.md relies on it), and
+    # configs/sac/embedded.yaml, the photo reconstruction run, is a complete preset one flag away.
     import yaml
 
     from agents.config import parse_config
 
-    preset = SCRIPTS.parent / "configs" / "sac" / "embedded.yaml"
-    run_controls = {"threads", "resume", "progress_bar"}
-    written = set(yaml.safe_load(preset.read_text()))
-    assert written == {f.name for f in dataclasses.fields(train_sac.TrainConfig)} - run_controls
-    assert parse_config(train_sac.TrainConfig, ["--config", str(preset)], "") == parse_config(
-        train_sac.TrainConfig, [], ""
-    )
+    run_controls = {"threads", "time_limit_min", "resume", "progress_bar"}
+    every_setting = {f.name for f in dataclasses.fields(train_sac.TrainConfig)} - run_controls
+    digits = SCRIPTS.parent / "configs" / "sac" / "digits.yaml"
+    assert set(yaml.safe_load(digits.read_text())) == every_setting
+    default = parse_config(train_sac.TrainConfig, [], "")
+    assert parse_config(train_sac.TrainConfig, ["--config", str(digits)], "") == default
+    assert default.env_id == "AdaGlimpse-ClutteredDigits-v0"
+    photos = SCRIPTS.parent / "configs" / "sac" / "embedded.yaml"
+    assert set(yaml.safe_load(photos.read_text())) == every_setting
+    assert parse_config(train_sac.TrainConfig, ["--config", str(photos)], "").env_id == "AdaGlimpse-Photos-v0"
