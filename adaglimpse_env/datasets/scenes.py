@@ -163,7 +163,7 @@ def background_photos(split: str) -> tuple[Image.Image, ...]:
 
 # ---------------------------------------------------------------------------------------------------- drawing
 # Everything is drawn on 8-bit PIL images: cropping, resizing and alpha compositing then run in Pillow's C code,
-# about 1 ms a scene, so the env and pretraining are not held up by the scene generator.
+# about 2.7 ms of CPU a 224 px scene (measured; the float32 numpy version took 5).
 #: Coverage below this (out of 255) does not count as ink when a drawn shape is cropped to its extent.
 _INK_THRESHOLD = 12
 
