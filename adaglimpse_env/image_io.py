@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from adaglimpse_env.normalization import normalize
 
@@ -29,20 +29,33 @@ class ImageDecodeError(ValueError):
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB.
 
-    Transparent pixels are composited over white (not left as whatever colour hides under alpha 0); 16- and
-    32-bit grayscale is scaled to 8 bits by its full range rather than clipped.
+    Transparent pixels are composited over white (not left as whatever colour hides under alpha 0). Integer
+    grayscale is scaled to 8 bits by its dtype's full range, never by the image's own maximum (a constant 100 stays
+    dark at any depth): 16-bit by 65535 (also when Pillow reads a 16-bit PNG as mode ``I``), other 32-bit integers
+    by 2**31 - 1 (negative values clip to black). Float images (mode ``F``) are scaled by their maximum (at least
+    1, so [0, 1] data keeps its meaning); NaN or infinite pixels are refused.
 
     Args:
         image: a decoded Pillow image of any mode.
 
     Returns:
         An ``RGB`` image of the same size.
+
+    Raises:
+        ValueError: a float image with NaN or infinite pixels, or a mode Pillow cannot convert.
     """
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        high = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        if image.mode == "F":
+            if not np.isfinite(array).all():
+                raise ValueError(f"{int((~np.isfinite(array)).sum())} NaN or infinite pixels in a float image")
+            high = max(float(array.max()), 1.0)
+        elif image.mode.startswith("I;16") or image.format == "PNG":  # PNG has no 32-bit samples
+            high = 65535.0
+        else:
+            high = float(2**31 - 1)
         scaled = np.clip(array / high * 255.0, 0, 255).round().astype(np.uint8)
         return Image.fromarray(scaled, mode="L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
@@ -107,15 +120,17 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
 
 
 def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
-    """Open and fully decode an image file as 8-bit RGB (see :func:`load_image` for what is refused).
+    """Open and fully decode an image file as 8-bit RGB, upright per its EXIF orientation (see :func:`load_image`
+    for what is refused and :func:`to_rgb` for the conversion).
 
     Raises:
-        ImageDecodeError: the file is missing, not a regular file, empty, truncated, not an image, or a
-            decompression bomb.
+        ImageDecodeError: the file is missing, not a regular file, empty, truncated, not an image, a
+            decompression bomb, or a float image with NaN or infinite pixels.
     """
     image = load_image(path, max_pixels)
     try:
-        return to_rgb(image)
+        # Cameras store portrait photos rotated plus an EXIF Orientation tag; viewers honour it, so do we.
+        return to_rgb(ImageOps.exif_transpose(image))
     except ValueError as error:  # a mode Pillow cannot convert, e.g. LAB
         raise ImageDecodeError(f"Cannot decode image '{Path(path)}': {type(error).__name__}: {error}") from error
 

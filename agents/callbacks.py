@@ -3,10 +3,6 @@ checkpoints, and a progress bar."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,7 @@ from stable_baselines3.common.logger import Image
 from adaglimpse_env import GlimpseVectorEnv
 from adaglimpse_env.rendering import animation_frame, draw_curves, glimpse_heatmap, vstack
 from agents.evaluation import METRIC_NAMES, EpisodeRecorder, run_policy
+from agents.run_folder import save_checkpoint
 
 
 class EpisodeMetricsCallback(BaseCallback):
@@ -115,38 +112,8 @@ class EvaluationCallback(BaseCallback):
         }
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves a half-written file.
-
-    The temporary file (``.<name>.<random>.tmp``, next to ``path`` so that the rename is atomic) is synced before
-    the rename and gets the permissions of a plain new file. A process killed mid-write leaves it behind;
-    :func:`remove_stale_checkpoint_files` removes such leftovers.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        written = tmp if Path(tmp).exists() else tmp + path.suffix  # SB3 appends .zip when missing
-        with open(written, "rb") as handle:
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(written, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(written, path)
-        if os.name == "posix":  # make the rename itself durable (a power cut, not only a killed process)
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-    finally:
-        for leftover in (tmp, tmp + path.suffix):
-            Path(leftover).unlink(missing_ok=True)
-
-
 class CheckpointCallback(BaseCallback):
-    """Every ``every`` env steps saves a complete checkpoint with :func:`save_checkpoint`.
+    """Every ``every`` env steps saves a complete checkpoint with :func:`agents.run_folder.save_checkpoint`.
 
     It saves at the start of a rollout, the one moment where the model, its replay buffer and ``num_timesteps``
     agree: SB3 calls ``_on_step`` before storing that step's transition, and trains after the rollout ends, so a
@@ -178,67 +145,6 @@ class CheckpointCallback(BaseCallback):
     def save(self) -> None:
         """Write the checkpoint now."""
         save_checkpoint(self.model, self.output, self.save_replay_buffer)
-
-
-#: Where the checkpoint of step N lives inside a run folder (``progress.json`` names N).
-CHECKPOINT_FOLDER = "checkpoints"
-
-
-def checkpoint_paths(output: Path, num_timesteps: int) -> tuple[Path, Path]:
-    """``(model, replay buffer)`` files of the checkpoint at ``num_timesteps`` in the run folder ``output``."""
-    folder = Path(output) / CHECKPOINT_FOLDER
-    return folder / f"model_{num_timesteps}.zip", folder / f"replay_buffer_{num_timesteps}.pkl"
-
-
-def save_checkpoint(model: Any, output: Path, save_replay_buffer: bool) -> None:
-    """Save a checkpoint of ``model`` at its ``num_timesteps`` N that a kill at any instant cannot corrupt.
-
-    Writes ``checkpoints/model_N.zip`` and (optionally) ``checkpoints/replay_buffer_N.pkl``, each atomically,
-    then commits by replacing ``progress.json`` (``{"num_timesteps": N, "replay_buffer": bool}``). Only then do
-    ``model.zip`` and ``replay_buffer.pkl`` become the new files (hard links, copies where links fail) and the
-    previous checkpoint goes. Two files cannot be replaced together atomically, so overwriting ``model.zip`` and
-    ``replay_buffer.pkl`` in place would let a kill between them pair a new model with an old buffer.
-    """
-    output = Path(output)
-    step = int(model.num_timesteps)
-    model_path, buffer_path = checkpoint_paths(output, step)
-    with_buffer = save_replay_buffer and getattr(model, "replay_buffer", None) is not None
-    atomic_write(model_path, lambda tmp: model.save(tmp))
-    if with_buffer:
-        atomic_write(buffer_path, lambda tmp: model.save_replay_buffer(tmp))
-    progress = {"num_timesteps": step, "replay_buffer": with_buffer}
-    atomic_write(output / "progress.json", lambda tmp: Path(tmp).write_text(json.dumps(progress) + "\n"))
-    _publish(model_path, output / "model.zip")
-    if with_buffer:
-        _publish(buffer_path, output / "replay_buffer.pkl")
-    else:
-        (output / "replay_buffer.pkl").unlink(missing_ok=True)  # never pair the new model with an old buffer
-    remove_stale_checkpoint_files(output, step)
-
-
-def _publish(source: Path, destination: Path) -> None:
-    """Atomically make ``destination`` the file ``source`` (a hard link: no second copy on disk)."""
-
-    def link(tmp: str) -> None:
-        Path(tmp).unlink()
-        try:
-            os.link(source, tmp)
-        except OSError:  # a filesystem without hard links
-            shutil.copyfile(source, tmp)
-
-    atomic_write(destination, link)
-
-
-def remove_stale_checkpoint_files(output: Path, keep: int | None) -> None:
-    """Remove what killed or superseded saves left in the run folder ``output``: the temporary files of
-    interrupted :func:`atomic_write` calls and every checkpoint but the one at step ``keep`` (``None``: all)."""
-    output = Path(output)
-    kept = {path.name for path in checkpoint_paths(output, keep)} if keep is not None else set()
-    folder = output / CHECKPOINT_FOLDER
-    stale = [path for path in folder.iterdir() if path.is_file() and path.name not in kept] if folder.is_dir() else []
-    stale += [path for path in output.glob(".*.tmp") if path.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
 
 
 class WallClockLimitCallback(BaseCallback):

@@ -8,6 +8,7 @@ from typing import Any
 
 from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import BASELINES, make_baseline
+from agents.sb3_files import load_sb3
 from agents.shipped import SHIPPED_AGENTS, load_agent
 
 SB3_ALGORITHMS = ("SAC", "TD3", "DDPG", "PPO", "A2C")
@@ -34,7 +35,9 @@ def sb3_algorithms() -> dict[str, Any]:
     }
 
 
-def load_policy(spec: str, env: GlimpseVectorEnv, seed: int = 0, device: str = "cpu") -> Any:
+def load_policy(
+    spec: str, env: GlimpseVectorEnv, seed: int = 0, device: str = "cpu", trust_pickle: bool = False
+) -> Any:
     """An object with SB3's ``predict(observation, deterministic=...)`` for ``env``.
 
     Args:
@@ -42,9 +45,12 @@ def load_policy(spec: str, env: GlimpseVectorEnv, seed: int = 0, device: str = "
         env: the env the policy will act in (baselines read its geometry; original actors its model size).
         seed: seed of the random baseline.
         device: where SB3 policies run.
+        trust_pickle: unpickle what an SB3 zip holds, as plain SB3 does (only for files you trust); by default
+            nothing in it is unpickled (:func:`agents.sb3_files.load_sb3`).
 
     Raises:
-        ValueError: an unknown spec or algorithm.
+        ValueError: an unknown spec or algorithm, or an SB3 zip with pickled entries this loader does not rebuild
+            (:class:`agents.sb3_files.SB3FileError`).
         FileNotFoundError: the zip or checkpoint does not exist.
     """
     if spec in BASELINES:
@@ -61,7 +67,14 @@ def load_policy(spec: str, env: GlimpseVectorEnv, seed: int = 0, device: str = "
             raise ValueError(f"sb3:<algo>:<path> requires algo in {sorted(algorithms)}, got {algo!r}")
         if not Path(path).is_file():
             raise FileNotFoundError(f"policy {spec!r}: no SB3 zip at {path}")
-        return algorithms[algo.lower()].load(path, device=device)
+        return load_sb3(
+            algorithms[algo.lower()],
+            path,
+            env.single_observation_space,
+            env.single_action_space,
+            device=device,
+            trust_pickle=trust_pickle,
+        )
     if spec.startswith("original:"):
         from agents.original_policy import load_original_policy
 

@@ -31,9 +31,10 @@ import gymnasium as gym
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import ORACLES
-from agents.config import parse_key_values
+from agents.config import ConfigError, output_files, parse_key_values, positive_int
 from agents.evaluation import mean_image_rmse, run_policy
 from agents.policies import POLICY_SPEC_HELP, load_policy
+from agents.sb3_files import SB3FileError
 
 DEFAULT_ENV_ID = "AdaGlimpse-ClutteredDigits-v0"
 
@@ -52,34 +53,45 @@ def format_table(rows: list[dict[str, Any]], show: list[int]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-id", default=DEFAULT_ENV_ID)
+    parser.add_argument("--env-id", default=DEFAULT_ENV_ID, help=f"registered env id (default: {DEFAULT_ENV_ID})")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="extra gym.make kwargs")
     parser.add_argument(
         "--policies", nargs="+", default=["random", "raster", "centre-zoom", "whole-first"], help=POLICY_SPEC_HELP
     )
-    parser.add_argument("--episodes", type=int, default=64)
-    parser.add_argument("--num-envs", type=int, default=16)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--episodes", type=positive_int, default=64, help="episodes per policy (default: 64)")
+    parser.add_argument("--num-envs", type=positive_int, default=16, help="envs stepped together (default: 16)")
+    parser.add_argument("--split", default="val", help="image split (default: val)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images and the random baseline")
+    parser.add_argument("--device", default="cpu", help="where the frozen model and SB3 policies run")
     parser.add_argument("--mean-image", action="store_true", help="add the mean-image predictor (reconstruction)")
     parser.add_argument(
         "--show-glimpses", type=int, nargs="+", default=None,
         help="glimpse counts shown in the table (default 0 1 2 4 8 and the budget)",
     )  # fmt: skip
-    parser.add_argument("--output", type=Path, default=Path("runs/evaluate/results"))
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("runs/evaluate/results"),
+        help="results prefix: writes <output>.csv and <output>.json (dots in the name are kept)",
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="unpickle SB3 zips as plain SB3 does (runs code a crafted zip holds; only for files you trust)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    json_path, csv_path = output_files(args.output, (".json", ".csv"))
     env_kwargs = parse_key_values(args.env_kwargs)
     env_kwargs.setdefault("device", args.device)
     rows = []
     for spec in args.policies:
         env = gym.make_vec(args.env_id, num_envs=args.num_envs, split=args.split, **env_kwargs)
         assert isinstance(env, GlimpseVectorEnv)
-        policy = load_policy(spec, env, args.seed, args.device)
+        policy = load_policy(spec, env, args.seed, args.device, trust_pickle=args.trust_pickle)
         result = run_policy(env, policy, args.episodes, args.seed)
         label = f"{spec} (oracle: sees the image)" if spec in ORACLES else spec
         rows.append({"policy": label, "env_id": args.env_id, **result})
@@ -100,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.env_id}, {args.split} split, {args.episodes} episodes, seed {args.seed}\n")
     budget = len(rows[0]["metric_by_glimpse"]) - 1
     print(format_table(rows, args.show_glimpses or sorted({0, 1, 2, 4, 8, budget} & set(range(budget + 1)))))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
-    with args.output.with_suffix(".csv").open("w", newline="") as handle:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(rows, indent=2) + "\n")
+    with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         steps = len(rows[0]["metric_by_glimpse"])
         writer.writerow(
@@ -111,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             writer.writerow([row["policy"], row["final_score"], row["pixel_fraction"], row["mean_glimpses"],
                              *row["metric_by_glimpse"]])  # fmt: skip
-    print(f"\nwrote {args.output.with_suffix('.csv')} and {args.output.with_suffix('.json')}")
+    print(f"\nwrote {csv_path} and {json_path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ConfigError, SB3FileError) as error:
+        sys.exit(str(error))

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,13 +44,52 @@ from adaglimpse_env.glimpse import centred_unit_action, extract_glimpses
 from adaglimpse_env.models import ElasticMAE, create_model, create_task_head, load_model, save_model
 from adaglimpse_env.models.checkpoint import atomic_torch_save, safe_torch_load
 from adaglimpse_env.normalization import to_pixels
-from agents.config import parse_config
+from agents.config import ConfigError, parse_config
 from agents.preflight import OutputDirectoryError, check_free_space, check_writable, format_bytes, required_free_bytes
 
 
 @dataclass
 class PretrainConfig:
-    """Every setting of a run; a YAML file under ``configs/pretrain/`` sets any subset, flags override it."""
+    """Every setting of a run; a YAML file under ``configs/pretrain/`` sets any subset, flags override it.
+
+    Attributes:
+        task: reconstruction, classification or segmentation.
+        model_size: elastic MAE size (tiny, small, base, large).
+        layer_scale_init: initial LayerScale value.
+        crop_scale_min: smallest area fraction of the random resized crops.
+        color_jitter: colour-jitter strength (0: none).
+        vertical_flip: also flip images vertically.
+        num_segmentation_classes: classes of the segmentation head.
+        dataset: image source name (photos, imagenet, sun360, ade20k, coco, folder).
+        data_root: its data folder.
+        val_dataset: held-out image source (default: the training one's val split).
+        val_data_root: its data folder.
+        init_checkpoint: checkpoint to start from.
+        teacher: distillation teacher name.
+        teacher_checkpoint: the teacher's checkpoint.
+        steps: optimiser steps.
+        batch_size: images per step and process.
+        lr: peak learning rate.
+        min_lr: final learning rate of the cosine decay.
+        warmup_steps: linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        grid_size: glimpse grid (g x g patches per glimpse).
+        min_glimpses: fewest glimpses per training image.
+        max_glimpses: most glimpses per training image (at least min_glimpses).
+        whole_image_first: fraction of images whose first glimpse is the whole image.
+        num_workers: background decoding workers.
+        seed: seed.
+        device: where to train.
+        amp: mixed precision on CUDA.
+        threads: torch CPU threads (default: torch's choice).
+        output: run folder.
+        log_every: steps between log lines.
+        eval_every: steps between held-out evaluations.
+        checkpoint_every: steps between checkpoints.
+        eval_glimpses: glimpse counts evaluated.
+        save_dtype: dtype of the saved weights (float16 or float32).
+        resume: continue from the last checkpoint in output.
+    """
 
     task: str = "reconstruction"
     model_size: str = "tiny"
@@ -90,8 +129,15 @@ class PretrainConfig:
     checkpoint_every: int = 250
     eval_glimpses: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8, 12])
     num_val_images: int | None = None
-    save_dtype: str = "float16"
+    save_dtype: Literal["float16", "float32"] = "float16"
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_glimpses <= self.max_glimpses:
+            raise ValueError(
+                f"min_glimpses <= max_glimpses (both >= 0) required, got min_glimpses={self.min_glimpses}, "
+                f"max_glimpses={self.max_glimpses}; lower min_glimpses or raise max_glimpses"
+            )
 
 
 def parse_args(argv: list[str] | None) -> PretrainConfig:
@@ -552,5 +598,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except OutputDirectoryError as error:
+    except (OutputDirectoryError, ConfigError) as error:
         sys.exit(str(error))

@@ -7,13 +7,14 @@ flat-then-cosine schedule, gamma 0.99, tau 0.005, batch 128, 10k-transition repl
 -3) except the random warm-up, 1k steps instead of 10k, for a 24k-step budget on 16 envs sized for 2 CPU cores
 (docs/results.md). A YAML preset under ``configs/sac/`` sets any subset and flags override both.
 
-Outputs in ``--output``: ``model.zip`` (SB3), ``replay_buffer.pkl``, ``progress.json`` (written last: the
-checkpoint it names is complete), ``evaluation.json``, ``agent.pt`` + ``agent.json`` (the actor alone, stored
-without pickle: ``sb3:sac:<output>/agent.pt`` in evaluate.py), and ``tensorboard/`` (episode return, final score
-and task metric, metric after each glimpse count on held-out images, losses, entropy coefficient, episode pictures).
-``--resume`` continues from ``checkpoints/model_N.zip`` and ``replay_buffer_N.pkl``, N from ``progress.json``
-(:func:`agents.callbacks.save_checkpoint`). The run fails at start-up if ``--output`` cannot be written or its disk
-cannot hold two checkpoints (the replay buffer included).
+Outputs in ``--output`` (:mod:`agents.run_folder`): ``model.zip`` (SB3), ``replay_buffer.npz`` (plain arrays),
+``progress.json`` (written last: the checkpoint it names is complete), ``evaluation.json``, ``run_manifest.json``
+(every file the run wrote: the only files it ever deletes), ``agent.pt`` + ``agent.json`` (the actor alone,
+without pickle: ``sb3:sac:<output>/agent.pt`` in evaluate.py) and ``tensorboard/`` (episode return, final score and
+task metric, metric after each glimpse count on held-out images, losses, entropy coefficient, episode pictures).
+``--resume`` validates ``progress.json``, ``checkpoints/model_N.zip`` and ``replay_buffer_N.npz`` before touching
+anything, then continues from them; nothing in them is unpickled (:mod:`agents.sb3_files`). The run fails at
+start-up if ``--output`` cannot be written or its disk cannot hold two checkpoints (the replay buffer included).
 
 Usage::
 
@@ -28,7 +29,6 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -52,22 +52,53 @@ from agents.callbacks import (
     EvaluationCallback,
     ProgressBarCallback,
     WallClockLimitCallback,
-    atomic_write,
-    checkpoint_paths,
-    remove_stale_checkpoint_files,
-    save_checkpoint,
 )
-from agents.config import parse_config
+from agents.config import ConfigError, parse_config
 from agents.preflight import OutputDirectoryError, check_free_space, check_writable, format_bytes, required_free_bytes
-from agents.replay import replay_buffer_bytes
-from agents.sac import PAPER_SAC, make_sac
+from agents.replay import ReplayBufferFileError, load_replay_buffer, replay_buffer_bytes
+from agents.run_folder import RunFolder, RunFolderError, save_checkpoint
+from agents.sac import PAPER_SAC, make_sac, one_cycle_cosine
 from agents.sb3_adapter import GlimpseSB3VecEnv
+from agents.sb3_files import SB3FileError, load_sb3
 from agents.shipped import export_agent
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run."""
+    """Every setting of a run; a YAML preset under ``configs/sac/`` sets any subset, flags override it.
+
+    Attributes:
+        env_id: registered env id to train on.
+        env_kwargs: extra gym.make_vec keyword arguments of the training and evaluation envs (KEY=VALUE).
+        eval_env_kwargs: keyword arguments of the held-out evaluation env only, over env_kwargs (KEY=VALUE).
+        num_envs: training envs stepped together (one batched model forward per step).
+        total_timesteps: env steps to train for, summed over envs (a resumed run counts its past steps).
+        learning_rate: Adam learning rate (the peak of the schedule with --lr-schedule).
+        lr_schedule: the original's flat-then-cosine learning-rate schedule (else constant).
+        gamma: discount factor.
+        tau: soft target-update coefficient.
+        batch_size: transitions per gradient step.
+        buffer_size: replay buffer capacity in transitions.
+        learning_starts: random warm-up env steps before the first gradient step.
+        target_entropy: target entropy of the automatic entropy coefficient.
+        gradient_steps: gradient steps per env step.
+        float16_buffer: store replayed observations in float16 (half the memory).
+        eval_every: env steps between held-out evaluations.
+        eval_episodes: episodes per held-out evaluation.
+        eval_envs: envs of the held-out evaluation.
+        checkpoint_every: env steps between checkpoints.
+        save_replay_buffer: save the replay buffer with each checkpoint (needed to resume with nothing lost).
+        seed: seed of SB3, the policy and the envs.
+        deterministic: torch.use_deterministic_algorithms(True); see docs/determinism.md.
+        device: where the agent's networks train (auto, cpu, cuda, cuda:1, ...).
+        env_device: where the envs' frozen model runs.
+        threads: torch CPU threads (default: torch's choice).
+        time_limit_min: stop learning after this many wall-clock minutes, then save and evaluate as at the end
+            (for comparisons at equal time; the step count then depends on the machine).
+        output: run folder (checkpoints, progress, evaluation, TensorBoard logs).
+        resume: continue from the run folder's last complete checkpoint.
+        progress_bar: show a progress bar.
+    """
 
     env_id: str = "AdaGlimpse-ClutteredDigits-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -94,20 +125,14 @@ class TrainConfig:
     checkpoint_every: int = 8_000
     save_replay_buffer: bool = True
     seed: int = 0
-    deterministic: bool = False  # torch.use_deterministic_algorithms(True): see docs/determinism.md
+    deterministic: bool = False
     device: str = "auto"
     env_device: str = "cpu"
     threads: int | None = None
-    time_limit_min: float | None = None  # stop learning after this many wall-clock minutes (then save/evaluate)
+    time_limit_min: float | None = None
     output: str = "runs/sac_digits"
     resume: bool = False
     progress_bar: bool = True
-
-
-def read_progress(output: Path) -> dict[str, Any] | None:
-    """The commit marker of the run folder's last complete checkpoint, or ``None`` when there is none."""
-    path = output / "progress.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def checkpoint_bytes(model: SAC, observation_space: gym.spaces.Dict | gym.spaces.Box, replay_bytes: int) -> int:
@@ -133,14 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = False
     set_random_seed(config.seed)
 
-    # The last complete checkpoint, if any. A fresh run drops the folder's previous one (so that a later --resume
-    # never mixes two runs); leftovers of killed saves go now rather than at the first checkpoint.
-    progress = read_progress(output)
-    if progress is not None and not config.resume:
-        print(f"starting afresh in {output}: dropping its checkpoint at {progress['num_timesteps']} env steps")
-        (output / "progress.json").unlink()
-        progress = None
-    remove_stale_checkpoint_files(output, progress["num_timesteps"] if progress else None)
+    # The last complete checkpoint, if any, validated (progress record, model, replay buffer) before anything is
+    # touched. A fresh run drops the files of the folder's previous run (never a file no run of it wrote), so that a
+    # later --resume never mixes two runs.
+    run = RunFolder(output)
+    progress = run.resumable_progress() if config.resume else None
+    if progress is None:
+        dropped = run.prepare_fresh()
+        if config.resume:
+            print(f"--resume: no complete checkpoint in {output}, starting afresh")
+        elif dropped is not None:
+            print(f"starting afresh in {output}: dropping its checkpoint at {dropped} env steps")
     resuming = progress is not None
 
     # Envs: training images with augmentation; held-out images for evaluation (with pictures).
@@ -162,18 +190,26 @@ def main(argv: list[str] | None = None) -> int:
     # Agent: a new one, or the last complete checkpoint of this run folder.
     if progress is not None:
         step = int(progress["num_timesteps"])
-        model_path, buffer_path = checkpoint_paths(output, step)
-        model = SAC.load(model_path, env=vec_env, device=config.device)
-        if progress["replay_buffer"]:
-            model.load_replay_buffer(buffer_path)
+        model_path, buffer_path = run.checkpoint_paths(step)
+        learning_rate = one_cycle_cosine(config.learning_rate) if config.lr_schedule else config.learning_rate
+        try:
+            # Nothing in the zip is unpickled (agents.sb3_files): the run's own schedule replaces the pickled one.
+            model = load_sb3(
+                SAC, model_path, vec_env.observation_space, vec_env.action_space, env=vec_env, device=config.device,
+                custom_objects={"learning_rate": learning_rate, "train_freq": PAPER_SAC["train_freq"]},
+            )  # fmt: skip
+            if progress["replay_buffer"]:
+                assert model.replay_buffer is not None
+                load_replay_buffer(model.replay_buffer, buffer_path, step)
+        except (SB3FileError, ReplayBufferFileError) as error:
+            raise RunFolderError(f"cannot resume from {output}: {error}; nothing was changed") from error
+        run.remove_stale(progress)  # leftovers of killed saves go now rather than at the first checkpoint
         # A new random stream for each resume point: a resumed run does not replay the images and actions it began with.
         model.set_random_seed(config.seed + step)
         buffer = model.replay_buffer
         replayed = buffer.size() * buffer.n_envs if buffer is not None else 0  # size() counts rows of n_envs
         print(f"resumed {output} at {model.num_timesteps} env steps (replay buffer: {replayed} transitions)")
     else:
-        if config.resume:
-            print(f"--resume: no complete checkpoint in {output}, starting afresh")
         model = make_sac(
             vec_env,
             seed=config.seed,
@@ -211,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         f"a checkpoint takes up to {format_bytes(one_checkpoint)} and the next one is written before it is removed",
         ", --no-save-replay-buffer, or a smaller --buffer-size",
     )
-    atomic_write(output / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(config), indent=2) + "\n"))
+    run.write_json("config.json", asdict(config))
 
     # Callbacks: episode metrics, held-out evaluation, atomic checkpoints, progress bar.
     evaluation = EvaluationCallback(eval_env, config.eval_every, config.eval_episodes)
@@ -232,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(model, output, config.save_replay_buffer)
     final = evaluation.evaluate() if evaluation.model is not None else None
     summary = {"wall_time_s": round(wall, 1), "num_timesteps": model.num_timesteps, "evaluations": evaluation.history}
-    atomic_write(output / "evaluation.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
-    # The actor alone, without pickle: what `sb3:sac:<output>/agent` (and a shipped agent) loads.
+    run.write_json("evaluation.json", summary)
+    # The actor alone, without pickle: what `sb3:sac:<output>/agent.pt` (and a shipped agent) loads.
     command = "python scripts/train_sac.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    run.claim("agent.pt", "agent.json")
     export_agent(
         model, output / "agent", config.env_id, train_env.episode.observation,
         {"command": command.strip(), "wall_time_s": summary["wall_time_s"], "num_timesteps": model.num_timesteps,
@@ -252,5 +289,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except OutputDirectoryError as error:
+    except (OutputDirectoryError, RunFolderError, ConfigError) as error:
         sys.exit(str(error))

@@ -55,7 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--palette", action="store_true", help="256-colour PNGs (about 3x smaller; for pictures kept in git)"
     )
-    parser.add_argument("--output", type=Path, default=Path("runs/visualize"))
+    parser.add_argument("--output", type=Path, default=Path("runs/visualize"), help="folder of the pictures")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="unpickle SB3 zips as plain SB3 does (runs code a crafted zip holds; only for files you trust)",
+    )
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes requires a positive count, got {args.episodes}")
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         # One round with one env per episode: every policy sees the same images (same seed, fresh env).
         env = gym.make_vec(args.env_id, num_envs=args.episodes, split=args.split, render_mode="rgb_array", **env_kwargs)
         assert isinstance(env, GlimpseVectorEnv)
-        policy = load_policy(spec, env, args.seed, args.device)
+        policy = load_policy(spec, env, args.seed, args.device, trust_pickle=args.trust_pickle)
         recorder = EpisodeRecorder(render_episodes=None)
         result = run_policy(env, policy, args.episodes, args.seed, recorder)
         num_steps = env.episode.num_glimpses or 0

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
@@ -106,10 +107,17 @@ def scalar_curves(output: Path) -> dict[str, list[tuple[int, float]]]:
 def training_record(output: Path) -> dict[str, Any]:
     """What a training run leaves that must repeat: final weights and optimiser states, the replay buffer, the
     loss / entropy / return curves and the held-out evaluation."""
-    from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
+    from stable_baselines3.common.save_util import load_from_zip_file
 
     _data, params, variables = load_from_zip_file(output / "model.zip", device="cpu")
-    buffer = load_from_pkl(output / "replay_buffer.pkl")
+    with np.load(output / "replay_buffer.npz", allow_pickle=False) as stored:
+        arrays = dict(stored)
+    buffer = SimpleNamespace(
+        observations={k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("observations.")},
+        next_observations={k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("next_observations.")},
+        actions=arrays["actions"], rewards=arrays["rewards"], dones=arrays["dones"],
+        pos=json.loads(arrays["meta"].tobytes())["pos"],
+    )  # fmt: skip
     evaluation = json.loads((output / "evaluation.json").read_text())
     evaluation.pop("wall_time_s")
     return {

@@ -29,15 +29,22 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset folder is missing or holds no images; the message says where and in what layout."""
 
 
+def _is_image_name(name: str) -> bool:
+    # Hidden files are skipped: macOS copies leave an AppleDouble twin "._photo.jpg" (metadata, not an image) next
+    # to every file, which would otherwise count as an unreadable image.
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
 def scan_images(root: Path, recursive: bool = True) -> list[Path]:
-    """Image files under ``root`` (by extension), sorted, following no symlinked directories (no loops)."""
+    """Image files under ``root`` (by extension, hidden files skipped), sorted, following no symlinked
+    directories (no loops)."""
     found: list[Path] = []
     if recursive:
         for directory, subdirs, files in os.walk(root, followlinks=False):
             subdirs.sort()
-            found.extend(Path(directory) / f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+            found.extend(Path(directory) / f for f in files if _is_image_name(f))
     else:
-        found = [p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+        found = [p for p in root.iterdir() if p.is_file() and _is_image_name(p.name)]
     return sorted(found)
 
 

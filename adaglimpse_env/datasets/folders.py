@@ -5,6 +5,8 @@ package. Each builder returns an :class:`~adaglimpse_env.datasets.base.ImageSour
 
 from __future__ import annotations
 
+import warnings
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -36,43 +38,94 @@ def _split_folder(split: str, train_name: str, val_name: str) -> str:
     return train_name if split == "train" else val_name
 
 
-def image_folder(root: str | Path, transform: TransformConfig | None = None) -> ImageSource:
+def image_folder(
+    root: str | Path, transform: TransformConfig | None = None, require_labels: bool = False
+) -> ImageSource:
     """Every image under ``root``, recursively; labelled by first-level sub-folder when all images are in one.
+
+    Args:
+        root: the folder.
+        transform: decoding transform.
+        require_labels: every image must be in a class sub-folder (classification): an image at the root is an
+            error instead of silently dropping the labels of the whole folder.
 
     Raises:
         DatasetNotFoundError: missing folder or no image files.
+        ValueError: ``require_labels`` and an image is not in a class sub-folder.
     """
     root = require_folder(Path(root), "An image folder", FOLDER_LAYOUT)
     files = scan_images(root)
     if not files:
         raise DatasetNotFoundError(f"The image folder '{root}' holds no image files. Expected layout:\n{FOLDER_LAYOUT}")
     top = [f.relative_to(root).parts for f in files]
-    if all(len(parts) > 1 for parts in top):
+    stray = [str(f.relative_to(root)) for f, parts in zip(files, top, strict=True) if len(parts) == 1]
+    if require_labels and stray:
+        raise ValueError(
+            f"Classification requires every image of '{root}' in a class sub-folder (<root>/<class>/<image>), got "
+            f"{len(stray)} of {len(files)} images at its root (e.g. {stray[:3]}); move them into a class folder or "
+            "delete them"
+        )
+    if not stray:
         classes = sorted({parts[0] for parts in top})
         index = {name: i for i, name in enumerate(classes)}
         return ImageSource(files, [index[p[0]] for p in top], transform=transform, classes=classes, root=root)
     return ImageSource(files, transform=transform, root=root)
 
 
+@cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in the standard class order (``assets/imagenet_wnids.txt``, from timm)."""
+    text = (resources.files("adaglimpse_env") / "assets" / "imagenet_wnids.txt").read_text()
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
 def imagenet(root: str | Path, split: str = "val", transform: TransformConfig | None = None) -> ImageSource:
-    """ImageNet-1k in the standard folder layout; class index = position of the wnid in sorted order."""
+    """ImageNet-1k in the standard folder layout; class index = the wnid's index among the 1000 standard classes.
+
+    A folder holding a subset of the classes keeps each class's true index (a model's output k is class k); a wnid
+    outside ImageNet-1k is an error, and missing classes are warned about once.
+
+    Raises:
+        DatasetNotFoundError: missing folder, no class folders or no images.
+        ValueError: a class folder that is not an ImageNet-1k wnid.
+    """
     folder = require_folder(Path(root) / _split_folder(split, "train", "val"), "ImageNet-1k", IMAGENET_LAYOUT)
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if not classes:
+    present = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not present:
         raise DatasetNotFoundError(f"ImageNet folder '{folder}' has no class sub-folders. Expected:\n{IMAGENET_LAYOUT}")
+    wnids = imagenet_wnids()
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    unknown = [name for name in present if name not in index]
+    if unknown:
+        raise ValueError(
+            f"ImageNet folder '{folder}' requires class folders named by the 1000 ImageNet-1k wnids (n01440764 ... "
+            f"n15075141), got {len(unknown)} others: {unknown[:5]}; remove them, or use AdaGlimpse-ImageFolder-v0 "
+            "for other classes"
+        )
+    if len(present) < len(wnids):
+        warnings.warn(
+            f"ImageNet folder '{folder}' holds {len(present)} of the 1000 classes ({len(wnids) - len(present)} "
+            f"missing, e.g. {[w for w in wnids if w not in set(present)][:3]}); labels keep their ImageNet-1k index",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     files, labels = [], []
-    for label, wnid in enumerate(classes):
+    for wnid in present:
         class_files = scan_images(folder / wnid)
         files += class_files
-        labels += [label] * len(class_files)
+        labels += [index[wnid]] * len(class_files)
     if not files:
         raise DatasetNotFoundError(f"ImageNet folder '{folder}' holds no images. Expected layout:\n{IMAGENET_LAYOUT}")
-    return ImageSource(files, labels, transform=transform, classes=classes, root=folder)
+    return ImageSource(files, labels, transform=transform, classes=list(wnids), root=folder)
+
+
+#: Classes of ADE20K's annotations (SceneParsing150), which a segmentation model must predict.
+ADE20K_CLASSES = 150
 
 
 def ade20k_mask_mapping(mask: np.ndarray) -> np.ndarray:
     """ADE20K annotation values to class indices: 1..150 -> 0..149, 0 (unlabelled) -> 255 (spec §4)."""
-    mask = np.clip(mask.astype(np.int64), 0, 150)
+    mask = np.clip(mask.astype(np.int64), 0, ADE20K_CLASSES)
     return np.where(mask == 0, 255, mask - 1)
 
 

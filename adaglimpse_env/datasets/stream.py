@@ -8,6 +8,7 @@ transformed with its own seed, whichever worker decodes it.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -104,26 +105,41 @@ class ImageStream:
         self._iterator: Iterator[dict[str, Any]] | None = None
         self._seed = seed
 
-    def check_readable(self, max_tries: int = 32) -> None:
-        """Decode files in order until one works, so an unusable folder fails at construction, not mid-run.
+    def check_readable(self, max_seconds: float = 20.0) -> None:
+        """Decode files until one works, so an unusable folder fails at construction, not mid-run.
+
+        The first few files go first, then every other file in an order spread evenly over the folder (a
+        golden-ratio sequence), so a readable image among many unreadable ones is found wherever it sorts. It stops
+        at the first readable file, after every file, or after about ``max_seconds``.
 
         Raises:
-            ValueError: the first ``max_tries`` files (or all, if fewer) are unreadable.
+            ValueError: every file tried is unreadable.
         """
-        tried = min(max_tries, len(self.source))
+        total = len(self.source)
+        head = list(range(min(8, total)))
         errors = []
-        for index in range(tried):
-            sample = self.source[(index, 0)]
+        deadline = time.monotonic() + max_seconds
+        for count, index in enumerate(self._readability_order(head)):
+            sample = self.source[(int(index), 0)]
             if "error" not in sample:
                 return
             errors.append(sample["error"])
-        scope = "any of its" if tried == len(self.source) else f"the first {tried} of its"
+            if count >= len(head) and time.monotonic() > deadline:
+                break
+        scope = (
+            "any of its" if len(errors) == total else f"{len(errors)} (spread over the folder, {max_seconds:g} s) of"
+        )
         description = self.source.description
         raise ValueError(
-            f"{description[0].upper()}{description[1:]} has no readable image: {scope} {len(self.source)} files "
+            f"{description[0].upper()}{description[1:]} has no readable image: {scope} {total} files "
             f"tried, none could be decoded. First error: {errors[0]}. Check the data folder (formats Pillow "
             f"reads: jpg, png, webp, ...)."
         )
+
+    def _readability_order(self, head: list[int]) -> Iterator[int]:
+        yield from head
+        rest = np.arange(len(head), len(self.source))
+        yield from rest[np.argsort((rest * 0.6180339887498949) % 1.0, kind="stable")].tolist()
 
     @property
     def num_skipped(self) -> int:

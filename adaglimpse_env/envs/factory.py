@@ -113,7 +113,31 @@ def build_image_source(
         return folders.ade20k(root, split, transform, with_masks=task == "segmentation")
     if dataset == "coco":
         return folders.coco2014(root, split, transform)
-    return folders.image_folder(root, transform)
+    return folders.image_folder(root, transform, require_labels=with_labels)
+
+
+def check_class_counts(source: ImageSource, model: ElasticMAE, task: str, env_id: str = "") -> None:
+    """Fail at construction when the data has more classes than the model predicts (else torch fails mid-run with
+    ``index out of bounds``).
+
+    Raises:
+        ValueError: naming both numbers.
+    """
+    what = env_id or "This env"
+    if task == "classification" and source.labels is not None and len(source.labels):
+        needed = int(max(source.labels)) + 1
+        if needed > model.config.num_classes:
+            raise ValueError(
+                f"{what} requires a model with at least {needed} classes for its data ({len(source.classes)} class "
+                f"folders), got a checkpoint with num_classes={model.config.num_classes}; use a checkpoint trained "
+                "on these classes or remove class folders"
+            )
+    # A segmentation model's classes are its decoder's output channels (out_chans).
+    if task == "segmentation" and source.has_masks and model.config.out_chans < folders.ADE20K_CLASSES:
+        raise ValueError(
+            f"{what} requires a segmentation model with at least {folders.ADE20K_CLASSES} classes (ADE20K's mask "
+            f"classes), got a checkpoint with {model.config.out_chans} (out_chans)"
+        )
 
 
 def build_model(
@@ -178,6 +202,7 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
             data_env_var,
             scene,
         )
+    check_class_counts(source, model, task, env_id)
     episode = EpisodeConfig(task=task, **{key: options.pop(key) for key in _EPISODE_KEYS if key in options})
     shuffle = options.pop("shuffle", split == "train")
     unknown = set(options) - {"max_episode_steps", *_ENV_KEYS}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaglimpse_env.atomic import atomic_write
 from adaglimpse_env.models.heads import TASKS
 from adaglimpse_env.models.hub import resolve_checkpoint_path
 from adaglimpse_env.models.mae import ElasticMAE, MAEConfig
@@ -75,6 +76,7 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     Raises:
         CheckpointError: the file holds pickled code or objects (refused), or is truncated / not a checkpoint.
     """
+    check_zip_records(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -91,6 +93,33 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         # for a dangling memo reference, IndexError for an empty stack, TypeError or AttributeError for a
         # mangled tensor record, ...). None of them ran code, and all mean the file is not a usable checkpoint.
         raise _corrupt(path, error) from error
+
+
+def check_zip_records(path: str | os.PathLike[str]) -> None:
+    """Bound what ``torch.load`` will allocate, before it allocates: the file must be a zip-format checkpoint whose
+    records are all stored uncompressed (``torch.save`` never compresses), so no record can declare more bytes than
+    the file holds.
+
+    A deflated record of zeros would otherwise make a 5 MB file allocate a gigabyte (about 1000:1). Files of the
+    pre-1.6 (non-zip) format are refused too: their storages declare sizes that cannot be checked before reading.
+
+    Raises:
+        CheckpointError: not a zip, a compressed record, or records declaring more bytes than the file has.
+    """
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise _corrupt(path, error) from error
+    compressed = [info.filename for info in records if info.compress_type != zipfile.ZIP_STORED]
+    declared = sum(info.file_size for info in records)
+    if compressed or declared > size:
+        raise CheckpointError(
+            f"Checkpoint '{path}' declares {declared} bytes of records in a {size}-byte file "
+            f"({len(compressed)} compressed, e.g. {compressed[:2]}): refused before reading, since torch.save writes "
+            "records uncompressed and a compressed one can expand to exhaust memory; re-save it with torch.save"
+        )
 
 
 def _first_line(error: BaseException, limit: int) -> str:
@@ -240,7 +269,7 @@ def task_for_decoder(decoder_type: str) -> str:
 def _check_task(task: str, config: MAEConfig, source: str) -> None:
     if task not in TASKS:
         raise CheckpointError(f"task must be one of {list(TASKS)}, got {task!r}")
-    needed = {"reconstruction": "standard", "segmentation": "segment"}.get(task)
+    needed = {"reconstruction": "standard", "segmentation": "segment", "classification": "none"}.get(task)
     if needed and config.decoder_type != needed:
         raise CheckpointError(
             f"task={task!r} requires a checkpoint with decoder_type={needed!r}, but '{source}' has "
@@ -419,22 +448,8 @@ def load_model(
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions of a new file
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`adaglimpse_env.atomic.atomic_write`: a crash never leaves half a file."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_model(

@@ -68,7 +68,20 @@ class MAEConfig:
     layer_scale_init: float = 1e-4
 
     def __post_init__(self) -> None:
+        # Values come from checkpoint files too: check types and signs before any arithmetic divides by them.
+        size = self.img_size
+        if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(_positive_int(s) for s in size):
+            raise ValueError(f"MAEConfig requires img_size as two positive integers [height, width], got {size!r}")
         object.__setattr__(self, "img_size", tuple(self.img_size))
+        counts = ["patch_size", "in_chans", "out_chans", "embed_dim", "num_heads", "decoder_embed_dim"]
+        counts += ["decoder_num_heads", "num_classes"]
+        bad = {name: getattr(self, name) for name in counts if not _positive_int(getattr(self, name))}
+        depths = ("depth", "decoder_depth")
+        bad |= {name: getattr(self, name) for name in depths if not _positive_int(getattr(self, name), minimum=0)}
+        if not isinstance(self.mlp_ratio, (int, float)) or not self.mlp_ratio > 0:
+            bad["mlp_ratio"] = self.mlp_ratio
+        if bad:
+            raise ValueError(f"MAEConfig requires positive integers (depths >= 0, mlp_ratio > 0), got {bad}")
         if any(s % self.patch_size for s in self.img_size):
             raise ValueError(
                 f"MAEConfig requires img_size divisible by patch_size={self.patch_size}, got {self.img_size}"
@@ -101,6 +114,11 @@ class MAEConfig:
         if unknown:
             raise ValueError(f"MAEConfig got unknown fields {sorted(unknown)}; is the checkpoint from a newer version?")
         return cls(**{**data, "img_size": tuple(data.get("img_size", (224, 224)))})
+
+
+def _positive_int(value: Any, minimum: int = 1) -> bool:
+    """Whether ``value`` is an ``int`` (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 @dataclass

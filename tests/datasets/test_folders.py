@@ -153,15 +153,33 @@ def make_imagenet(root: Path, make_image) -> dict[str, dict[str, list[str]]]:
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_imagenet_layout_and_sorted_wnid_labels(tmp_path: Path, make_image, split: str) -> None:
+def test_imagenet_labels_are_the_standard_class_indices(tmp_path: Path, make_image, split: str) -> None:
     layout = make_imagenet(tmp_path, make_image)
-    source = imagenet(tmp_path, split=split, transform=SMALL)
-    wnids = sorted(layout[split])
-    assert source.classes == wnids == ["n01440764", "n02085620", "n15075141"]
+    with pytest.warns(RuntimeWarning, match=r"holds 3 of the 1000 classes \(997 missing"):
+        source = imagenet(tmp_path, split=split, transform=SMALL)
+    assert sorted(layout[split]) == ["n01440764", "n02085620", "n15075141"]
+    assert len(source.classes) == 1000 and source.classes[0] == "n01440764" and source.classes[999] == "n15075141"
     assert len(source) == sum(len(v) for v in layout[split].values())
+    standard = {"n01440764": 0, "n02085620": 151, "n15075141": 999}  # a subset keeps the ImageNet-1k indices
     for i, path in enumerate(source.files):
         assert path.parent.parent == tmp_path / split
-        assert int(source[(i, 0)]["label"]) == wnids.index(path.parent.name)
+        assert int(source[(i, 0)]["label"]) == standard[path.parent.name]
+
+
+def test_imagenet_wnid_list_is_the_standard_one() -> None:
+    from adaglimpse_env.datasets.folders import imagenet_wnids
+
+    wnids = imagenet_wnids()
+    assert len(wnids) == len(set(wnids)) == 1000 and list(wnids) == sorted(wnids)
+    assert wnids[:2] == ("n01440764", "n01443537") and wnids[-1] == "n15075141"
+
+
+def test_imagenet_refuses_unknown_wnids(tmp_path: Path, make_image) -> None:
+    make_imagenet(tmp_path, make_image)
+    (tmp_path / "val" / "n99999999").mkdir()
+    (tmp_path / "val" / "cats").mkdir()
+    with pytest.raises(ValueError, match=r"requires class folders named by the 1000 ImageNet-1k wnids .* got 2 others"):
+        imagenet(tmp_path, split="val", transform=SMALL)
 
 
 def test_imagenet_default_split_is_val(tmp_path: Path, make_image) -> None:

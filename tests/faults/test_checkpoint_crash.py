@@ -11,17 +11,19 @@ from typing import Any
 import gymnasium as gym
 import pytest
 from stable_baselines3 import SAC
-from stable_baselines3.common.save_util import load_from_pkl
 from stable_baselines3.common.vec_env import VecMonitor
 
 import agents.callbacks as callbacks
-from agents.callbacks import CheckpointCallback, checkpoint_paths, save_checkpoint
+import agents.run_folder as run_folder
+from agents.callbacks import CheckpointCallback
+from agents.replay import stored_transitions
+from agents.run_folder import checkpoint_paths, save_checkpoint
 from agents.sac import make_sac
 from agents.sb3_adapter import GlimpseSB3VecEnv
 
 #: save_checkpoint's writes, in order: the commit (progress.json) is the third.
-WRITES = ["checkpoints/model_32.zip", "checkpoints/replay_buffer_32.pkl", "progress.json", "model.zip",
-          "replay_buffer.pkl"]  # fmt: skip
+WRITES = ["checkpoints/model_32.zip", "checkpoints/replay_buffer_32.npz", "progress.json", "model.zip",
+          "replay_buffer.npz"]  # fmt: skip
 
 
 class Killed(BaseException):
@@ -55,7 +57,7 @@ def assert_committed_checkpoint_is_consistent(run: Path) -> int:
     step = progress["num_timesteps"]
     model_path, buffer_path = checkpoint_paths(run, step)
     assert SAC.load(model_path, device="cpu").num_timesteps == step
-    assert transitions(load_from_pkl(buffer_path)) == step
+    assert stored_transitions(buffer_path) == step
     return step
 
 
@@ -66,7 +68,7 @@ def test_kill_during_each_write_leaves_the_last_complete_checkpoint(
     base, model = saved_at_16_trained_to_32
     run = tmp_path / "run"
     shutil.copytree(base, run)
-    real_atomic_write = callbacks.atomic_write
+    real_atomic_write = run_folder.atomic_write
 
     def atomic_write(path: Path, write: Any) -> None:
         if path == run / killed_at:
@@ -75,7 +77,7 @@ def test_kill_during_each_write_leaves_the_last_complete_checkpoint(
             raise Killed
         real_atomic_write(path, write)
 
-    monkeypatch.setattr(callbacks, "atomic_write", atomic_write)
+    monkeypatch.setattr(run_folder, "atomic_write", atomic_write)
     with pytest.raises(Killed):
         save_checkpoint(model, run, save_replay_buffer=True)
     monkeypatch.undo()
@@ -84,13 +86,13 @@ def test_kill_during_each_write_leaves_the_last_complete_checkpoint(
     assert assert_committed_checkpoint_is_consistent(run) == (32 if committed else 16)
     # The published files are whole: the committed checkpoint's, or the one before it.
     assert SAC.load(run / "model.zip", device="cpu").num_timesteps in (16, 32)
-    assert transitions(load_from_pkl(run / "replay_buffer.pkl")) in (16, 32)
+    assert stored_transitions(run / "replay_buffer.npz") in (16, 32)
     assert list(run.rglob("*.killed.tmp"))
 
     # The resumed run's next save removes every leftover.
     save_checkpoint(model, run, save_replay_buffer=True)
     assert assert_committed_checkpoint_is_consistent(run) == 32
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["model_32.zip", "replay_buffer_32.pkl"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["model_32.zip", "replay_buffer_32.npz"]
     assert not list(run.rglob("*.tmp"))
     assert (run / "model.zip").samefile(run / "checkpoints" / "model_32.zip")  # a link, not a second copy
 

@@ -17,15 +17,17 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3 import SAC
-from stable_baselines3.common.save_util import load_from_pkl, load_from_zip_file
+from stable_baselines3.common.save_util import load_from_zip_file
+
+from agents.replay import read_replay_meta, stored_transitions
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 400  # env steps; checkpoints every 16 and at most ~2 checkpoints per attempt: 6 kills never finish the run
 KILLS = 6
 RESUMED = re.compile(r"resumed .* at (\d+) env steps \(replay buffer: (\d+) transitions\)")
-CHECKPOINT_FILE = re.compile(r"(model_(\d+)\.zip|replay_buffer_(\d+)\.pkl)")
-TOP_LEVEL = {"config.json", "progress.json", "model.zip", "replay_buffer.pkl", "evaluation.json", "tensorboard",
-             "checkpoints"}  # fmt: skip
+CHECKPOINT_FILE = re.compile(r"(model_(\d+)\.zip|replay_buffer_(\d+)\.npz)")
+TOP_LEVEL = {"config.json", "progress.json", "model.zip", "replay_buffer.npz", "evaluation.json", "tensorboard",
+             "checkpoints", "run_manifest.json"}  # fmt: skip
 
 
 def transitions(buffer: Any) -> int:
@@ -55,14 +57,14 @@ def assert_nothing_corrupt(output: Path) -> int:
         if path.suffix == ".zip":
             load_from_zip_file(path, device="cpu")  # every complete zip reads, committed or not
         else:
-            load_from_pkl(path)
+            read_replay_meta(path)
     if step:
         model_path = output / "checkpoints" / f"model_{step}.zip"
         assert SAC.load(model_path, device="cpu").num_timesteps == step
-        assert transitions(load_from_pkl(output / "checkpoints" / f"replay_buffer_{step}.pkl")) == step
+        assert stored_transitions(output / "checkpoints" / f"replay_buffer_{step}.npz") == step
         # The published copies are the committed checkpoint or the one before it (a kill between commit and link).
         assert 0 < load_from_zip_file(output / "model.zip", device="cpu")[0]["num_timesteps"] <= step
-        assert 0 < transitions(load_from_pkl(output / "replay_buffer.pkl")) <= step
+        assert 0 < stored_transitions(output / "replay_buffer.npz") <= step
     return step
 
 
@@ -135,9 +137,8 @@ def test_sigkill_at_random_moments_then_resume_until_done(sac_args: Callable[...
     assert len(resumed_from) >= 3 and resumed_from == sorted(resumed_from)
     assert assert_nothing_corrupt(output) == TOTAL
     model = SAC.load(output / "model.zip", device="cpu")
-    model.load_replay_buffer(output / "replay_buffer.pkl")
-    assert model.num_timesteps == TOTAL and transitions(model.replay_buffer) == TOTAL  # the buffer holds 512
+    assert model.num_timesteps == TOTAL and stored_transitions(output / "replay_buffer.npz") == TOTAL  # holds 512
     assert json.loads((output / "evaluation.json").read_text())["num_timesteps"] == TOTAL
     assert not temporaries(output)
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == [f"model_{TOTAL}.zip",
-                                                                           f"replay_buffer_{TOTAL}.pkl"]  # fmt: skip
+                                                                           f"replay_buffer_{TOTAL}.npz"]  # fmt: skip

@@ -112,6 +112,14 @@ def _zip_not_torch(path: Path, good: Path) -> None:
         archive.writestr("readme.txt", "a zip archive, but not a PyTorch one")
 
 
+def _deflated(path: Path, good: Path) -> None:
+    """A good checkpoint plus a deflated record of 64 MiB of zeros (64 KB on disk): a memory bomb for torch.load."""
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        for name in source.namelist():
+            target.writestr(name, source.read(name))
+        target.writestr(source.namelist()[0].split("/")[0] + "/data/9999", bytes(64 * 2**20))
+
+
 def _npy(path: Path, good: Path) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.zeros(3))
@@ -158,6 +166,26 @@ BAD_CHECKPOINTS = [
     BadCheckpoint("pickle-empty-stack", _pickle_stream(b"\x80\x02R."), UNREADABLE),  # REDUCE on nothing
     BadCheckpoint("top-level-list", _saved(lambda p: [torch.zeros(3)]), r"requires a dict at top level, got list"),
     BadCheckpoint("top-level-tensor", _saved(lambda p: torch.zeros(3)), r"requires a dict at top level, got Tensor"),
+    BadCheckpoint("compressed-records", _deflated, r"refused before reading, since torch.save writes records"),
+    BadCheckpoint(
+        "config-patch-size-0", _ours(config=_config(patch_size=0)), r"requires positive integers .*patch_size"
+    ),
+    BadCheckpoint("config-num-heads-0", _ours(config=_config(num_heads=0)), r"requires positive integers .*num_heads"),
+    BadCheckpoint("config-img-size-1d", _ours(config=_config(img_size=[224])), r"img_size as two positive integers"),
+    BadCheckpoint("config-img-size-text", _ours(config=_config(img_size="224")), r"img_size as two positive integers"),
+    BadCheckpoint("config-depth-negative", _ours(config=_config(depth=-1)), r"requires positive integers .*depth"),
+    BadCheckpoint(
+        "original-reconstruction-as-classification",
+        _original_mae("standard"),
+        r"task='classification' requires a checkpoint with decoder_type='none'.*decoder_type='standard'",
+        task="classification",
+    ),
+    BadCheckpoint(
+        "bare-reconstruction-as-classification",
+        _saved(lambda p: create_model("tiny", "reconstruction", depth=1, decoder_depth=1).state_dict()),
+        r"task='classification' requires a checkpoint with decoder_type='none'",
+        task="classification",
+    ),
     # ---- another architecture
     BadCheckpoint("timm-resnet", _timm("test_resnet"), r"elastic-MAE state dict requires .*missing .*cls_token"),
     BadCheckpoint(
