@@ -60,7 +60,8 @@ class PretrainConfig:
         color_jitter: colour-jitter strength (0: none).
         vertical_flip: also flip images vertically.
         num_segmentation_classes: classes of the segmentation head.
-        dataset: image source name (photos, imagenet, sun360, ade20k, coco, folder).
+        num_classes: classes of the classification head (10 for the cluttered digits).
+        dataset: image source name (photos, digits, imagenet, sun360, ade20k, coco, folder).
         data_root: its data folder.
         val_dataset: held-out image source (default: the training one's val split).
         val_data_root: its data folder.
@@ -77,6 +78,9 @@ class PretrainConfig:
         min_glimpses: fewest glimpses per training image.
         max_glimpses: most glimpses per training image (at least min_glimpses).
         whole_image_first: fraction of images whose first glimpse is the whole image.
+        target_glimpses: chance that each later glimpse shows the source's target inside one cell (sources that
+            place a target, e.g. digits; see target_glimpse_actions).
+        target_glimpse_scale: (min, max) side of those glimpses as a multiple of the target's size.
         num_workers: background decoding workers.
         seed: seed.
         device: where to train.
@@ -87,6 +91,7 @@ class PretrainConfig:
         eval_every: steps between held-out evaluations.
         checkpoint_every: steps between checkpoints.
         eval_glimpses: glimpse counts evaluated.
+        num_val_images: evaluate on the first this many held-out images (default: all).
         save_dtype: dtype of the saved weights (float16 or float32).
         resume: continue from the last checkpoint in output.
     """
