@@ -16,7 +16,8 @@ from stable_baselines3.common.logger import Image
 
 from adaglimpse_env import GlimpseVectorEnv
 from adaglimpse_env.rendering import animation_frame, draw_curves, glimpse_heatmap, vstack
-from agents.evaluation import METRIC_NAMES, EpisodeRecorder, run_policy
+from adaglimpse_env.tasks import get_task
+from agents.evaluation import EpisodeRecorder, run_policy
 
 
 class EpisodeMetricsCallback(BaseCallback):
@@ -24,15 +25,18 @@ class EpisodeMetricsCallback(BaseCallback):
 
     def __init__(self, task: str) -> None:
         super().__init__()
-        self.metric = METRIC_NAMES[task]
-        self.buffer: dict[str, list[float]] = {"final_score": [], self.metric: [], "pixel_fraction": []}
+        self.metric = get_task(task).metric_name
+        # TensorBoard tag (episode/<tag>) -> the info key of the finished episode that holds it. The env reports
+        # the current score as "score"; at the end of an episode that is its final score.
+        self.sources = {"final_score": "score", self.metric: self.metric, "pixel_fraction": "pixel_fraction"}
+        self.buffer: dict[str, list[float]] = {tag: [] for tag in self.sources}
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if done:
-                for key in self.buffer:
+                for tag, key in self.sources.items():
                     if key in info:
-                        self.buffer[key].append(float(info[key]))
+                        self.buffer[tag].append(float(info[key]))
         return True
 
     def _on_rollout_end(self) -> None:

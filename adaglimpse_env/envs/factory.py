@@ -22,6 +22,7 @@ from adaglimpse_env.envs.vector_env import GlimpseVectorEnv
 from adaglimpse_env.models.checkpoint import load_model
 from adaglimpse_env.models.hub import KNOWN_HUB_REPOS
 from adaglimpse_env.models.mae import ElasticMAE
+from adaglimpse_env.tasks import get_task
 
 _LAYOUTS = {
     "imagenet": folders.IMAGENET_LAYOUT,
@@ -87,13 +88,13 @@ def build_image_source(
             f"{env_id or dataset} requires a data folder: pass data_root=... to gym.make{hint}. "
             f"Expected layout:\n{_LAYOUTS[dataset]}"
         )
-    with_labels = task == "classification"
+    needs = get_task(task)
     if dataset == "imagenet":
         return folders.imagenet(root, split, transform)
     if dataset == "sun360":
-        return folders.sun360(root, split, transform, split_file=split_file, with_labels=with_labels)
+        return folders.sun360(root, split, transform, split_file=split_file, with_labels=needs.needs_labels)
     if dataset == "ade20k":
-        return folders.ade20k(root, split, transform, with_masks=task == "segmentation")
+        return folders.ade20k(root, split, transform, with_masks=needs.needs_masks)
     if dataset == "coco":
         return folders.coco2014(root, split, transform)
     return folders.image_folder(root, transform)

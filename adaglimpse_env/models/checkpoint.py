@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaglimpse_env.models.heads import TASKS
+from adaglimpse_env.models.heads import TASKS, create_task_head, task_for_decoder
 from adaglimpse_env.models.hub import resolve_checkpoint_path
 from adaglimpse_env.models.mae import ElasticMAE, MAEConfig
 
@@ -232,18 +232,13 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], **overrides: Any) -> MA
     return MAEConfig(**values)
 
 
-def task_for_decoder(decoder_type: str) -> str:
-    """The task an original checkpoint was trained for, from its decoder (spec §6.3 variants)."""
-    return {"standard": "reconstruction", "segment": "segmentation", "none": "classification"}[decoder_type]
-
-
 def _check_task(task: str, config: MAEConfig, source: str) -> None:
     if task not in TASKS:
         raise CheckpointError(f"task must be one of {list(TASKS)}, got {task!r}")
-    needed = {"reconstruction": "standard", "segmentation": "segment"}.get(task)
-    if needed and config.decoder_type != needed:
+    head = create_task_head(task)
+    if head.needs_decoder and config.decoder_type != head.decoder_type:
         raise CheckpointError(
-            f"task={task!r} requires a checkpoint with decoder_type={needed!r}, but '{source}' has "
+            f"task={task!r} requires a checkpoint with decoder_type={head.decoder_type!r}, but '{source}' has "
             f"decoder_type={config.decoder_type!r} (a {task_for_decoder(config.decoder_type)} model)"
         )
 

@@ -139,5 +139,5 @@ def test_reconstruction_score_with_cached_pixels_is_identical() -> None:
     with torch.no_grad():
         prediction = head.predict(model, model.forward_encoder(*random_glimpse_tokens(3, 4)).latent)
         fresh = head.score(model, prediction, images, None)
-        cached = head.score(model, prediction, images, to_pixels(images))
+        cached = head.score(model, prediction, images, image_pixels=to_pixels(images))
     assert torch.equal(fresh, cached)
