@@ -45,12 +45,11 @@ class GlimpsePolicy(ABC):
     def for_env(cls, env: GlimpseVectorEnv, **kwargs: Any) -> GlimpsePolicy:
         """The policy sized for an env's episode configuration."""
         episode = env.episode
-        grid = episode.grid_size or 2
         return cls(
-            episode.num_glimpses or 1,
+            env.num_glimpses,
             episode.tokens_per_glimpse,
             env.image_size[0],
-            16 * grid,
+            16 * env.grid_size,
             env.image_size[0] * episode.max_glimpse_ratio,
             **kwargs,
         )

@@ -100,7 +100,7 @@ class EvaluationCallback(BaseCallback):
         """The evaluation's TensorBoard images, drawn by :mod:`adaglimpse_env.rendering` like ``env.render()``:
         a sheet of episodes (final frame and score curve), the metric after each glimpse, and a heat map of
         where the policy looks (glimpse centres weighted by scale, over all evaluation episodes)."""
-        steps = self.env.episode.num_glimpses or 0
+        steps = self.env.num_glimpses
         rows = [
             animation_frame(frames[-1], scores, steps, steps, f"episode {index}")
             for index, (frames, scores) in enumerate(zip(recorder.frames, recorder.scores, strict=False))

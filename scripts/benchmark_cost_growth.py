@@ -47,7 +47,7 @@ def synchronize(device: torch.device) -> None:
 
 def step_times(env: GlimpseVectorEnv, seed: int) -> list[float]:
     """Seconds of each step of one episode (``reset`` first, not timed)."""
-    steps = env.episode.num_glimpses or 0
+    steps = env.num_glimpses
     actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, env.num_envs, 3)).astype(np.float32)
     env.reset(seed=seed)
     times = []

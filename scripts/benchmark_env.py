@@ -106,7 +106,7 @@ def bare_episode(
 def env_episode(env: GlimpseVectorEnv, seed: int) -> Callable[[], float]:
     """One timed episode of the env (``reset`` first, outside the timed part); returns its seconds."""
     rng = np.random.default_rng(seed)
-    steps = env.episode.num_glimpses or 0
+    steps = env.num_glimpses
     actions: Any = rng.uniform(-1, 1, size=(steps, env.num_envs, 3)).astype(np.float32)
     if env.output == "torch":
         actions = torch.from_numpy(actions).to(env.device)

@@ -43,6 +43,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
+from adaglimpse_env.config import OBSERVATION_PRESETS
 from agents.callbacks import (
     CheckpointCallback,
     EpisodeMetricsCallback,
@@ -147,6 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         **{**env_kwargs, **config.eval_env_kwargs},
     )
     assert isinstance(train_env, GlimpseVectorEnv) and isinstance(eval_env, GlimpseVectorEnv)
+    observation_space = train_env.single_observation_space
+    if train_env.episode.observation != "full" or not isinstance(observation_space, gym.spaces.Dict):
+        # Before any model is built: the paper's actor and critics read every stream of the 'full' preset.
+        train_env.close()
+        eval_env.close()
+        raise SystemExit(
+            f"train_sac.py requires observation='full' (the original agent's state: latent, importance, coords, "
+            f"patches, mask), got observation={train_env.episode.observation!r}; the presets are "
+            f"{', '.join(repr(preset) for preset in OBSERVATION_PRESETS)}. Drop the observation override from "
+            f"--env-kwargs, or train another algorithm on it with scripts/benchmark_agents.py"
+        )
     vec_env = VecMonitor(GlimpseSB3VecEnv(train_env))
     task = train_env.episode.task
 
@@ -182,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
             gradient_steps=config.gradient_steps,
         )
     dtype = np.float16 if config.float16_buffer else np.float32
-    observation_space = train_env.single_observation_space
-    assert isinstance(observation_space, gym.spaces.Dict), "train_sac.py needs a Dict observation ('full' preset)"
     memory = replay_buffer_bytes(model.buffer_size, observation_space, dtype)
     print(
         f"{config.env_id}: {task}, {train_env.episode.num_glimpses} glimpses, {config.num_envs} envs; "
@@ -219,12 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resuming, tb_log_name="sac")
     wall = time.perf_counter() - start
     save_checkpoint(model, output, config.save_replay_buffer)
-    final = evaluation.evaluate() if evaluation.model is not None else None
+    final = evaluation.evaluate()
     summary = {"wall_time_s": round(wall, 1), "num_timesteps": model.num_timesteps, "evaluations": evaluation.history}
     atomic_write(output / "evaluation.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
-    if final is not None:
-        by_glimpse = ", ".join(f"{k}:{v:.2f}" for k, v in enumerate(final["metric_by_glimpse"]))
-        print(f"final held-out {final['metric']} by glimpse: {by_glimpse}")
+    by_glimpse = ", ".join(f"{k}:{v:.2f}" for k, v in enumerate(final["metric_by_glimpse"]))
+    print(f"final held-out {final['metric']} by glimpse: {by_glimpse}")
     print(f"done: {model.num_timesteps} env steps in {wall / 60:.1f} min; model in {output / 'model.zip'}")
     vec_env.close()
     eval_env.close()

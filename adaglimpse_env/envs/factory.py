@@ -160,10 +160,10 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
         )
     episode = EpisodeConfig(task=task, **{key: options.pop(key) for key in _EPISODE_KEYS if key in options})
     shuffle = options.pop("shuffle", split == "train")
-    unknown = set(options) - {"max_episode_steps", *_ENV_KEYS}
+    _check_max_episode_steps(options.pop("max_episode_steps", None), episode, env_id)
+    unknown = set(options) - set(_ENV_KEYS)
     if unknown:
         raise TypeError(f"{env_id or 'make_env'} got unexpected keyword arguments {sorted(unknown)}")
-    options.pop("max_episode_steps", None)
     return {
         "model": model,
         "image_source": source,
@@ -172,6 +172,23 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
         "shuffle": shuffle,
         **options,
     }
+
+
+def _check_max_episode_steps(max_episode_steps: int | None, episode: EpisodeConfig, env_id: str) -> None:
+    """``gym.make_vec`` hands ``max_episode_steps`` to the env (``gym.make`` applies it as a ``TimeLimit``). An
+    episode already ends after ``num_glimpses`` steps, so a limit at or above that never acts; a lower one would
+    silently be ignored, so it is refused.
+
+    Raises:
+        ValueError: ``max_episode_steps < num_glimpses``.
+    """
+    assert episode.num_glimpses is not None
+    if max_episode_steps is not None and max_episode_steps < episode.num_glimpses:
+        raise ValueError(
+            f"{env_id or 'make_env'} requires max_episode_steps >= num_glimpses={episode.num_glimpses} (an episode "
+            f"ends after its glimpse budget), got max_episode_steps={max_episode_steps}; pass "
+            f"num_glimpses={max_episode_steps} for shorter episodes"
+        )
 
 
 def make_env(**kwargs: Any) -> GlimpseEnv:

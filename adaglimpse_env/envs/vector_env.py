@@ -316,6 +316,12 @@ class GlimpseVectorEnv(VectorEnv):
         return self.episode.num_glimpses
 
     @property
+    def grid_size(self) -> int:
+        """Grid cells per glimpse side ``g``."""
+        assert self.episode.grid_size is not None  # EpisodeConfig resolves it from the task
+        return self.episode.grid_size
+
+    @property
     def num_skipped_images(self) -> int:
         """Unreadable files skipped so far (each also gave one warning)."""
         return self.stream.num_skipped
@@ -350,11 +356,9 @@ class GlimpseVectorEnv(VectorEnv):
         rows = np.flatnonzero(stepping)
         if rows.size == 0:
             return
-        cfg = self.episode
-        assert cfg.grid_size is not None  # EpisodeConfig resolves it from the task
         index = self.buffers.rows(rows)
         unit = action_to_unit(actions[index])
-        geometry = compute_glimpse_boxes(unit, self.image_size, cfg.grid_size, cfg.max_glimpse_ratio)
+        geometry = compute_glimpse_boxes(unit, self.image_size, self.grid_size, self.episode.max_glimpse_ratio)
         patches = extract_patches(self.buffers.images[index], geometry.cells)  # (R, g*g, 3, 16, 16)
         tokens = self.runner.embed_tokens(patches, geometry.cells) if self.buffers.tokens is not None else None
         self.buffers.add_glimpse(rows, index, patches, geometry, tokens)

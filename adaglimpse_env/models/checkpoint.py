@@ -270,16 +270,6 @@ def check_state_dict_fits(model: ElasticMAE, state_dict: Mapping[str, torch.Tens
         raise CheckpointError("\n".join(lines))
 
 
-def load_state_dict_checked(model: ElasticMAE, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
-    """Load a state dict with nothing missing, nothing unexpected and every shape equal, or explain why not.
-
-    Raises:
-        CheckpointError: see :func:`check_state_dict_fits`.
-    """
-    check_state_dict_fits(model, state_dict, source)
-    model.load_state_dict(dict(state_dict), strict=False)
-
-
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
     """Refuse floating-point weights holding NaN or inf: a frozen model with them turns every observation and
     reward into NaN, far from the file that caused it.

@@ -183,3 +183,24 @@ def test_policy_without_the_original_head_is_rejected() -> None:
     policy = SACPolicy(observation_space("full", P, D, (224, 224)), action_space(), lambda _: 1e-3, **kwargs)
     with pytest.raises(ValueError, match="original actor head"):
         load_original_actor(policy, original_actor())
+
+
+def test_original_policy_on_a_vector_env_reads_its_single_spaces(env: Any, tmp_path: Path) -> None:
+    # evaluate.py / visualize_episode.py load `original:<ckpt>` for a GlimpseVectorEnv, whose observation_space is
+    # batched: the policy must be built on single_observation_space and act like the original on each env.
+    from agents.original_policy import load_original_policy
+    from agents.policies import load_policy
+
+    actor = original_actor(seed=1)
+    path = tmp_path / "adaglimpse.ckpt"
+    torch.save(lightning_checkpoint(actor, num_glimpses=NUM_GLIMPSES, glimpse_grid_size=GRID), path)
+    vector_env = env.vector_env  # num_envs=1: batched spaces differ from the single ones by a leading 1
+    policy = load_original_policy(path, vector_env)
+    assert policy.observation_space == vector_env.single_observation_space
+    observation, _ = vector_env.reset(seed=0)
+    observation, *_ = vector_env.step(np.zeros((1, 3), dtype=np.float32))
+    for loaded in (policy, load_policy(f"original:{path}", vector_env)):
+        action, _ = loaded.predict(observation, deterministic=True)
+        assert action.shape == (1, 3)
+        first = {key: value[0] for key, value in observation.items()}
+        np.testing.assert_allclose(action[0], manual_original_action(actor, first), atol=1e-5, rtol=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,17 @@ def sac_args(env_args: list[str], output: Path, total: int) -> list[str]:
     ]  # fmt: skip
 
 
+def tensorboard_tags(folder: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in folder.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"images": 1, "scalars": 1})
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"]) | set(accumulator.Tags()["images"])
+    return tags
+
+
 def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_path: Path) -> None:
     assert train_sac.main(sac_args(env_args, tmp_path, 32)) == 0
     progress = json.loads((tmp_path / "progress.json").read_text())
@@ -51,6 +63,31 @@ def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_pat
     summary = json.loads((tmp_path / "evaluation.json").read_text())
     assert summary["num_timesteps"] == 32 and len(summary["evaluations"][-1]["metric_by_glimpse"]) == 3
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+    # Every TensorBoard tag the README promises: episode return, final score, task metric and pixels seen of
+    # training episodes; the held-out metric after each glimpse; losses; the entropy coefficient; the pictures.
+    tags = tensorboard_tags(tmp_path / "tensorboard")
+    readme = (SCRIPTS.parent / "README.md").read_text()
+    pictures = {tag.replace("<metric>", "rmse") for tag in re.findall(r"`(eval/[a-z_<>]+)`", readme)}
+    assert pictures == {"eval/episodes", "eval/rmse_by_glimpse", "eval/where_it_looks"}
+    expected = {
+        "rollout/ep_rew_mean", "episode/final_score", "episode/rmse", "episode/pixel_fraction",
+        "eval/rmse_after_00_glimpses", "eval/rmse_after_02_glimpses", "eval/final_score",
+        "train/actor_loss", "train/critic_loss", "train/ent_coef", *pictures,
+    }  # fmt: skip
+    assert expected <= tags, sorted(expected - tags)
+
+
+def test_train_sac_refuses_a_non_full_observation_before_building_a_model(
+    env_args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was built before the observation preset was checked")
+
+    monkeypatch.setattr(train_sac, "make_sac", no_model)
+    args = sac_args([*env_args, "observation=latent"], tmp_path, 32)
+    with pytest.raises(SystemExit, match=r"requires observation='full'.*'full', 'latent', 'flat'"):
+        train_sac.main(args)
 
 
 def test_killed_run_resumes_from_last_checkpoint(env_args: list[str], tmp_path: Path) -> None:
@@ -87,6 +124,13 @@ def test_evaluate_prints_table_and_writes_files(env_args: list[str], tmp_path: P
     assert [r["policy"] for r in rows] == ["random", "raster", "mean-image predictor"]
     assert all(len(r["metric_by_glimpse"]) == 3 for r in rows)
     assert (tmp_path / "results.csv").read_text().startswith("policy,final_score")
+
+
+def test_evaluate_takes_the_split_from_env_kwargs(env_args: list[str], tmp_path: Path, capsys) -> None:
+    args = [*env_args, "split=train", "--policies", "random", "--episodes", "2", "--num-envs", "2",
+            "--output", str(tmp_path / "results")]  # fmt: skip
+    assert evaluate.main(args) == 0  # was: "got multiple values for keyword argument 'split'"
+    assert "train split" in capsys.readouterr().out  # --env-kwargs wins over --split (default val)
 
 
 def test_benchmark_agents_table(env_args: list[str], tmp_path: Path, capsys) -> None:
