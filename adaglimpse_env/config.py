@@ -1,4 +1,4 @@
-"""Episode configuration with the paper's defaults (spec §3.3, §3.5)."""
+"""Episode configuration with the paper's defaults (original action space; original `_forward_task`)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ class EpisodeConfig:
         max_glimpse_ratio: largest glimpse side as a fraction of the image side.
         reward: ``diff`` (score improvement, the paper's default), ``final`` (final minus initial score, paid at
             the last step) or ``raw`` (the score itself at every step).
-        early_stop_threshold: end an episode as soon as its score reaches this value (spec §3.5).
+        early_stop_threshold: end an episode as soon as its score reaches this value (original `_forward_task`).
         observation: ``full`` (the original agent's state), ``latent`` (latent, coords, mask) or ``flat``
             (one vector: cls latent, normalised boxes, mask).
-        extract_latent_layer: observe the input of this encoder block instead of the final latent (spec §2.4).
+        extract_latent_layer: observe the input of this encoder block instead of the final latent (original
+        `aux_latent_layer`).
     """
 
     task: str = "reconstruction"

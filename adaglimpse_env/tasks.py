@@ -257,7 +257,7 @@ class ClassificationTask(Task):
         return self.head.score(model, prediction, images, targets.labels)
 
     def distillation_loss(self, prediction: torch.Tensor, teacher_output: torch.Tensor) -> torch.Tensor:
-        """``KL(teacher || student)`` summed over classes, mean over the batch (spec §3.5).
+        """``KL(teacher || student)`` summed over classes, mean over the batch (original `_forward_task`).
 
         Args:
             prediction: ``(B, K)`` student logits.

@@ -4,10 +4,10 @@ Readable top to bottom (CleanRL style): arguments, seeding, data, model, loop, l
 
 Each batch takes ``k`` glimpses per image, ``k`` drawn per batch between ``--min-glimpses`` and
 ``--max-glimpses`` (so the model sees every episode length): with probability ``--whole-image-first`` the first
-glimpse covers the whole image as a coarse ``g x g`` grid (spec §1.5), the rest are squares of random position and
-scale cut exactly as the env cuts them (:func:`adaglimpse_env.glimpse.extract_glimpses`). The loss is the
-original's for the task: per-image pixel MSE summed over the batch (reconstruction, spec §2.3), cross-entropy
-or KL to a ``timm`` teacher (classification), per-pixel cross-entropy (segmentation).
+glimpse covers the whole image as a coarse ``g x g`` grid (original `PretrainingSampler`), the rest are squares of
+random position and scale cut exactly as the env cuts them (:func:`adaglimpse_env.glimpse.extract_glimpses`). The loss
+is the original's for the task: per-image pixel MSE summed over the batch (reconstruction, original `mae.py`),
+cross-entropy or KL to a ``timm`` teacher (classification), per-pixel cross-entropy (segmentation).
 
 Usage::
 

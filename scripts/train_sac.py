@@ -1,4 +1,4 @@
-"""Train the paper's SAC agent to choose where to look (spec §3.4), on any registered glimpse env.
+"""Train the paper's SAC agent to choose where to look (original `rl_glimpse.py` SAC), on any registered glimpse env.
 
 Readable top to bottom (CleanRL style): configuration, seeding, envs, agent, callbacks, training, final save.
 Hyper-parameters are the paper's (lr 1e-3 with its flat-then-cosine schedule, gamma 0.99, tau 0.005, batch 128,

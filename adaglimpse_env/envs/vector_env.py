@@ -39,7 +39,7 @@ OUTPUTS = ("numpy", "torch")
 
 
 class GlimpseVectorEnv(VectorEnv):
-    """Active visual exploration on a batch of images (spec §1.4, §3).
+    """Active visual exploration on a batch of images (original `shared_memory.py`; original `rl_glimpse.py`).
 
     Each sub-env's episode is one image: ``reset`` evaluates the model with no glimpse (step 0), each ``step``
     adds one glimpse of ``g * g`` patch tokens, and the episode terminates after ``num_glimpses`` glimpses or

@@ -1,13 +1,13 @@
-"""Save and load elastic-MAE checkpoints: ours (with metadata) and the original code's formats (spec §6).
+"""Save and load elastic-MAE checkpoints: ours (with metadata) and the original code's formats (original checkpoints).
 
 One entry point, :func:`load_model`, takes any of:
 
 * our checkpoint: ``{"format": "adaglimpse-env/elastic-mae", "format_version", "config", "task",
   "state_dict", "metadata"}``; loads with no extra arguments;
 * an original trained AdaGlimpse Lightning checkpoint: ``{"state_dict": {"mae._orig_mod.<name>": ...,
-  "actor_critic.*": ...}, ...}`` (spec §6.2); only the ``mae.`` part is read here;
+  "actor_critic.*": ...}, ...}`` (original Lightning checkpoints); only the ``mae.`` part is read here;
 * an original MAE / DeiT-style file ``{"model": state_dict}`` or a bare MAE state dict, with or without the
-  ``_orig_mod.`` prefix that ``torch.compile`` adds (spec §6.1, §6.3).
+  ``_orig_mod.`` prefix that ``torch.compile`` adds (original `load_pretrained_elastic`; original `mae.py`).
 
 Our parameter names are the original's, so mapping a foreign file is stripping its prefixes. Everything is read
 with ``torch.load(weights_only=True)``: a file holding pickled code is refused, never executed.
@@ -34,9 +34,9 @@ from adaglimpse_env.models.mae import ElasticMAE, MAEConfig
 CHECKPOINT_FORMAT = "adaglimpse-env/elastic-mae"
 CHECKPOINT_FORMAT_VERSION = 1
 
-#: Attention heads of the original sizes, by width (spec §2.1): heads cannot be read off tensor shapes.
+#: Attention heads of the original sizes, by width (original `mae.py`): heads cannot be read off tensor shapes.
 HEADS_BY_EMBED_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}
-#: Every original factory uses 16 decoder heads (spec §2.1).
+#: Every original factory uses 16 decoder heads (original `mae.py`).
 ORIGINAL_DECODER_HEADS = 16
 #: Fixed sin-cos buffers: recomputed identically, so a file may omit them (the original deletes ``pos_embed``).
 RECOMPUTED_BUFFERS = ("pos_embed", "decoder_pos_embed")
@@ -155,9 +155,7 @@ def extract_mae_state_dict(raw: Any) -> tuple[dict[str, torch.Tensor], str]:
         mae = {k[len("mae.") :]: v for k, v in inner.items() if isinstance(k, str) and k.startswith("mae.")}
         if not mae:
             sample = ", ".join(list(inner)[:5])
-            raise CheckpointError(
-                f"A Lightning checkpoint requires MAE weights under 'mae.' (spec §6.2), got keys like {sample}"
-            )
+            raise CheckpointError(f"A Lightning checkpoint requires MAE weights under 'mae.', got keys like {sample}")
         return _strip_prefixes(_require_tensors(mae, "The Lightning checkpoint's 'mae.' weights")), "lightning"
     if "model" in raw and isinstance(raw["model"], Mapping):
         return _strip_prefixes(_require_tensors(raw["model"], "The checkpoint's 'model' dict")), "model-dict"

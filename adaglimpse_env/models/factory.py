@@ -1,6 +1,6 @@
 """Model factories by size, timm style: ``create_model("base", task="reconstruction")``.
 
-Sizes small/base/large are the original's (spec §2.1); tiny is ours, for CPUs and tests.
+Sizes small/base/large are the original's (original `mae.py`); tiny is ours, for CPUs and tests.
 """
 
 from __future__ import annotations

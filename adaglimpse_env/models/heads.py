@@ -1,6 +1,7 @@
 """Task heads: turn the encoder latent into a prediction, a per-image score, a training loss and a metric.
 
-Spec §3.5 (scores) and §5 (metrics). The score is what the reward is built from; higher is better:
+The original's `_forward_task` (scores) and original metrics (metrics). The score is what the reward is built from;
+higher is better:
 
 ============== ============================================== =====================================
 task           score (per image)                              metric
@@ -27,9 +28,9 @@ from adaglimpse_env.normalization import to_pixels
 TaskName = Literal["reconstruction", "classification", "segmentation"]
 TASKS: tuple[TaskName, ...] = ("reconstruction", "classification", "segmentation")
 IGNORE_INDEX = 255
-"""Segmentation label of unlabelled pixels (spec §4)."""
+"""Segmentation label of unlabelled pixels (original `datasets/`)."""
 DEFAULT_SEGMENTATION_CLASSES = 150
-"""Segmentation classes of ADE20K, the original's segmentation dataset (spec §4)."""
+"""Segmentation classes of ADE20K, the original's segmentation dataset (original `datasets/`)."""
 
 
 class TaskHead(ABC):
@@ -125,7 +126,7 @@ class ReconstructionHead(DecoderTaskHead):
         *,
         image_pixels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``-RMSE`` per image in 0-255 units (spec §3.5).
+        """``-RMSE`` per image in 0-255 units (original `_forward_task`).
 
         Args:
             target: unused (reconstruction compares with the images themselves).
@@ -138,7 +139,7 @@ class ReconstructionHead(DecoderTaskHead):
     def loss(
         self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
-        """Per-image MSE in normalised space, summed over the batch (spec §2.3)."""
+        """Per-image MSE in normalised space, summed over the batch (original `mae.py`)."""
         per_patch = (prediction - model.patchify(images)).square().mean(dim=-1)  # (B, G)
         return per_patch.sum() / per_patch.shape[1]
 
@@ -201,7 +202,8 @@ class SegmentationHead(DecoderTaskHead):
 
     @staticmethod
     def pixel_cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-image mean cross-entropy ``(B,)``; ignored pixels add 0 but count in the mean (spec §3.5)."""
+        """Per-image mean cross-entropy ``(B,)``; ignored pixels add 0 but count in the mean (original
+        `_forward_task`)."""
         loss = F.cross_entropy(prediction.float(), target, reduction="none", ignore_index=IGNORE_INDEX)
         return loss.flatten(1).mean(dim=1)
 
@@ -230,7 +232,7 @@ _HEADS: dict[str, type[TaskHead]] = {
 
 
 def task_for_decoder(decoder_type: str) -> str:
-    """The task a model was trained for, from its decoder type (spec §6.3 variants)."""
+    """The task a model was trained for, from its decoder type (original `mae.py` variants)."""
     return next(name for name, head in _HEADS.items() if head.decoder_type == decoder_type)
 
 

@@ -1,4 +1,5 @@
-"""An original AdaGlimpse actor, loaded into SB3 SAC, acts like the original's deterministic mode (spec §3.2)."""
+"""An original AdaGlimpse actor, loaded into SB3 SAC, acts like the original's deterministic mode (original
+`actor_critic.py`)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def original_actor(embed_dim: int = D, seed: int = 0) -> dict[str, torch.Tensor]
 
 
 def lightning_checkpoint(actor: dict[str, torch.Tensor], **hyper_parameters: Any) -> dict[str, Any]:
-    """The spec §6.2 layout: the actor twice, plus MAE and critic entries that must be ignored."""
+    """The original Lightning checkpoints layout: the actor twice, plus MAE and critic entries that must be ignored."""
     state_dict: dict[str, torch.Tensor] = {"mae._orig_mod.cls_token": torch.zeros(1, 1, D)}
     state_dict |= {f"actor_critic.actor_net.{k}": v for k, v in actor.items()}
     state_dict |= {f"actor_critic.policy_module.module.0.module.{k}": v.clone() for k, v in actor.items()}

@@ -1,4 +1,4 @@
-"""The model's inference shortcuts give the reference forward's numbers (spec §2.3 is the reference).
+"""The model's inference shortcuts give the reference forward's numbers (original `mae.py` is the reference).
 
 Shortcuts: tokens embedded once per glimpse (:meth:`ElasticMAE.embed_tokens` + :meth:`ElasticMAE.encode_tokens`),
 decoder constants computed once (:meth:`ElasticMAE.decoder_constants`), and a last decoder block that computes
