@@ -1,15 +1,12 @@
-"""Episode configuration with the paper's defaults (spec §3.3, §3.5)."""
+"""Episode configuration with the paper's defaults (original action space; original `_forward_task`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from adaglimpse_env.models.heads import TASKS
+from adaglimpse_env.tasks import get_task
 
-#: Glimpses per episode by task, as in the paper.
-DEFAULT_NUM_GLIMPSES = {"reconstruction": 12, "classification": 14, "segmentation": 8}
-#: Grid cells per glimpse side by task (segmentation uses a 3x3 grid in the paper).
-DEFAULT_GRID_SIZE = {"reconstruction": 2, "classification": 2, "segmentation": 3}
 REWARD_TYPES = ("diff", "final", "raw")
 OBSERVATION_PRESETS = ("full", "latent", "flat")
 
@@ -25,10 +22,11 @@ class EpisodeConfig:
         max_glimpse_ratio: largest glimpse side as a fraction of the image side.
         reward: ``diff`` (score improvement, the paper's default), ``final`` (final minus initial score, paid at
             the last step) or ``raw`` (the score itself at every step).
-        early_stop_threshold: end an episode as soon as its score reaches this value (spec §3.5).
+        early_stop_threshold: end an episode as soon as its score reaches this value (original `_forward_task`).
         observation: ``full`` (the original agent's state), ``latent`` (latent, coords, mask) or ``flat``
             (one vector: cls latent, normalised boxes, mask).
-        extract_latent_layer: observe the input of this encoder block instead of the final latent (spec §2.4).
+        extract_latent_layer: observe the input of this encoder block instead of the final latent (original
+        `aux_latent_layer`).
     """
 
     task: str = "reconstruction"
@@ -43,10 +41,11 @@ class EpisodeConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+        task = get_task(self.task)
         if self.num_glimpses is None:
-            object.__setattr__(self, "num_glimpses", DEFAULT_NUM_GLIMPSES[self.task])
+            object.__setattr__(self, "num_glimpses", task.default_num_glimpses)
         if self.grid_size is None:
-            object.__setattr__(self, "grid_size", DEFAULT_GRID_SIZE[self.task])
+            object.__setattr__(self, "grid_size", task.default_grid_size)
         if not isinstance(self.num_glimpses, int) or self.num_glimpses < 1:
             raise ValueError(f"num_glimpses must be a positive int, got {self.num_glimpses!r}")
         if not isinstance(self.grid_size, int) or self.grid_size < 1:

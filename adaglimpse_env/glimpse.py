@@ -3,7 +3,7 @@
 Everything here is a pure, batched function of tensors: no Python loop over images or grid cells, so the same
 code runs on CPU and CUDA and its cost does not grow with the batch in Python.
 
-Conventions (spec §1.1-1.3):
+Conventions (original `_calculate_crops`; original token coords):
 
 * Our action is ``(x, y, scale)`` in ``[-1, 1]``; the original agent's is ``(y, x, scale)`` in ``[0, 1]``.
   :func:`action_to_unit` converts ours to the original's, and every other function takes the original's order.
@@ -38,7 +38,7 @@ class GlimpseBoxes:
 
 
 def action_to_unit(action: torch.Tensor) -> torch.Tensor:
-    """Map our ``(x, y, scale)`` actions in ``[-1, 1]`` to the original ``(y, x, scale)`` in ``[0, 1]``.
+    """Map our ``(x, y, scale)`` actions in ``[-1, 1]`` to the original's ``(y, x, scale)`` in ``[0, 1]``.
 
     Args:
         action: ``(B, 3)`` float, ordered ``(x, y, scale)``, each in ``[-1, 1]``.
@@ -66,7 +66,7 @@ def unit_to_action(unit: torch.Tensor) -> torch.Tensor:
 def glimpse_size_range(
     image_size: tuple[int, int], grid_size: int = 2, max_size_ratio: float = 1.0
 ) -> tuple[int, float]:
-    """Smallest and largest glimpse side in pixels (spec §1.1).
+    """Smallest and largest glimpse side in pixels (original `_calculate_crops`).
 
     Args:
         image_size: ``(H, W)`` of the image.
@@ -130,7 +130,7 @@ def compute_glimpse_boxes(
     grid_size: int = 2,
     max_size_ratio: float = 1.0,
 ) -> GlimpseBoxes:
-    """Turn original-order actions into the crop box and the boxes of its grid cells (spec §1.1).
+    """Turn original-order actions into the crop box and the boxes of its grid cells (original `_calculate_crops`).
 
     The arithmetic follows the original bit for bit: the crop side is computed in float, the position uses the
     *unfloored* side, and all three are floored afterwards.
@@ -148,7 +148,7 @@ def compute_glimpse_boxes(
     min_crop, max_crop = glimpse_size_range(image_size, grid_size, max_size_ratio)
     unit_action = unit_action.to(torch.float32)
     side_f = unit_action[:, 2] * (max_crop - min_crop) + min_crop
-    # spec §1.1: y and x use the float side; floor is applied to all three afterwards.
+    # original `_calculate_crops`: y and x use the float side; floor is applied to all three afterwards.
     y = torch.floor(unit_action[:, 0] * (height - side_f)).long()
     x = torch.floor(unit_action[:, 1] * (width - side_f)).long()
     side = torch.floor(side_f).long()
@@ -160,7 +160,7 @@ def compute_glimpse_boxes(
     iy, ix = iy.reshape(-1), ix.reshape(-1)  # (g*g,), row-major
     y1 = y[:, None] + iy[None] * cell[:, None]  # (B, g*g)
     x1 = x[:, None] + ix[None] * cell[:, None]
-    # spec §1.1: a cell in the last row OR last column is a `last x last` square.
+    # original `_calculate_crops`: a cell in the last row OR last column is a `last x last` square.
     on_edge = (iy == grid_size - 1) | (ix == grid_size - 1)
     cell_side = torch.where(on_edge[None], last[:, None], cell[:, None])
     cells = torch.stack((y1, x1, y1 + cell_side, x1 + cell_side), dim=-1)
@@ -195,8 +195,8 @@ def extract_patches(images: torch.Tensor, boxes: torch.Tensor, patch_size: int =
 
     Equal to cropping ``images[b, :, y1:y2, x1:x2]`` and calling
     ``F.interpolate(crop, (patch_size, patch_size), mode='bilinear', align_corners=False, antialias=False)``
-    per box (spec §1.2, no antialiasing on purpose), but done with four gathers for the whole batch. A box that
-    is already ``patch_size`` wide is copied exactly.
+    per box (original `_crop_and_resize`, no antialiasing on purpose), but done with four gathers for the whole batch.
+    A box that is already ``patch_size`` wide is copied exactly.
 
     Args:
         images: ``(B, C, H, W)`` floating-point images (normalised, as the model sees them).
@@ -275,7 +275,7 @@ def extract_glimpses(
 def extract_patches_loop(images: torch.Tensor, boxes: torch.Tensor, patch_size: int = PATCH_SIZE) -> torch.Tensor:
     """Reference implementation of :func:`extract_patches`, cell by cell, the way the original crops.
 
-    Like the original's ``_crop_and_resize`` (spec §1.2): for each image and grid cell, slice the crop, resize it
+    Like the original's ``_crop_and_resize``: for each image and grid cell, slice the crop, resize it
     with torchvision's ``resize`` (bilinear, no antialias) unless it is already ``patch_size`` wide, and write it
     into the output. Kept for tests and ``scripts/benchmark_glimpse.py``; do not use it in hot paths.
 

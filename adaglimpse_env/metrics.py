@@ -1,4 +1,4 @@
-"""Task metrics, accumulated over many images the way the original's torchmetrics do (spec §5).
+"""Task metrics, accumulated over many images the way the original's torchmetrics do (original metrics).
 
 Each meter has ``update(...)`` with per-batch tensors and ``compute()`` returning plain floats, plus a per-image
 function the env reports in ``info``.

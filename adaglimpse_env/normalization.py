@@ -1,4 +1,4 @@
-"""ImageNet normalisation and its inverse to 0-255 pixels (spec §4, §5 ``RevNormalizer``)."""
+"""ImageNet normalisation and its inverse to 0-255 pixels (original `datasets/`; original metrics ``RevNormalizer``)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 def to_pixels(images: torch.Tensor) -> torch.Tensor:
     """ImageNet-normalised images -> float pixels ``clip((x * std + mean) * 255, 0, 255)``, not rounded.
 
-    This is the scale on which scores and RMSE are computed (spec §5).
+    This is the scale on which scores and RMSE are computed (original metrics).
 
     Args:
         images: ``(..., 3, H, W)`` normalised.

@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from adaglimpse_env.models.heads import ReconstructionHead, SegmentationHead, TaskHead
 from adaglimpse_env.models.mae import ElasticMAE
 from adaglimpse_env.normalization import to_pixels
+
+if TYPE_CHECKING:  # tasks draw their predictions with the helpers below, so they import this module
+    from adaglimpse_env.tasks import Task
 
 UNSEEN_GREY = (128, 128, 128)
 POLICY_COLOURS = ((220, 60, 40), (40, 110, 220), (30, 160, 80), (150, 70, 190), (230, 150, 20), (60, 60, 60))
@@ -111,18 +114,6 @@ def draw_class_bars(
     return canvas
 
 
-def prediction_panel(
-    model: ElasticMAE, head: TaskHead, prediction: torch.Tensor, classes: Sequence[str], size: tuple[int, int]
-) -> Image.Image:
-    """Picture of one image's prediction: reconstruction, top-5 classes, or segmentation map."""
-    if isinstance(head, ReconstructionHead):
-        return Image.fromarray(image_to_uint8(model.unpatchify(prediction[None])[0]))
-    if isinstance(head, SegmentationHead):
-        labels = prediction.argmax(dim=0).cpu().numpy()
-        return Image.fromarray(segmentation_palette(prediction.shape[0])[labels])
-    return draw_class_bars(prediction.float().softmax(dim=-1), classes, size)
-
-
 def draw_target(canvas: Image.Image, box: Sequence[int]) -> Image.Image:
     """Outline the object to find (``(y1, x1, y2, x2)``; nothing for ``-1``s) in cyan over a black rim, 2 px
     outside it so the object itself stays visible."""
@@ -137,7 +128,7 @@ def draw_target(canvas: Image.Image, box: Sequence[int]) -> Image.Image:
 
 def render_frames(
     model: ElasticMAE,
-    head: TaskHead,
+    task: Task,
     images: torch.Tensor,
     predictions: torch.Tensor,
     crops: np.ndarray,
@@ -152,7 +143,7 @@ def render_frames(
 
     Args:
         model: the frozen model (for unpatchify).
-        head: the task head.
+        task: the task, which draws its prediction (:meth:`~adaglimpse_env.tasks.Task.prediction_picture`).
         images: ``(B, 3, H, W)`` normalised.
         predictions: the head's output for the batch.
         crops: ``(B, N, 4)`` glimpse boxes so far (``-1`` rows unused).
@@ -176,7 +167,8 @@ def render_frames(
         panels = [draw_target(shown, target_boxes[b]) if target_boxes is not None else shown]
         if patches is not None and boxes is not None:
             panels.append(seen_canvas(patches[b], boxes[b], glimpses * tokens_per_glimpse, (height, width)))
-        panels.append(prediction_panel(model, head, predictions[b], classes, (height, width)).resize((width, height)))
+        picture = task.prediction_picture(model, predictions[b], classes, (height, width))
+        panels.append(picture.resize((width, height)))
         frames.append(hstack([np.asarray(panel) for panel in panels]))
     return tuple(frames)
 

@@ -45,12 +45,11 @@ class GlimpsePolicy(ABC):
     def for_env(cls, env: GlimpseVectorEnv, **kwargs: Any) -> GlimpsePolicy:
         """The policy sized for an env's episode configuration."""
         episode = env.episode
-        grid = episode.grid_size or 2
         return cls(
-            episode.num_glimpses or 1,
+            env.num_glimpses,
             episode.tokens_per_glimpse,
             env.image_size[0],
-            16 * grid,
+            16 * env.grid_size,
             env.image_size[0] * episode.max_glimpse_ratio,
             **kwargs,
         )
@@ -64,7 +63,7 @@ class GlimpsePolicy(ABC):
         """The action whose glimpse is the ``side``-px square at pixel ``(y, x)``.
 
         Positions aim at the pixel's centre so that float32 rounding in the env cannot floor them to the pixel
-        before (spec §1.1 floors ``u * (H - s)``).
+        before (original `_calculate_crops` floors ``u * (H - s)``).
         """
         free = self.image_size - side
         unit_y = 1.0 if free <= 0 else min(1.0, (y + 0.5) / free)

@@ -13,7 +13,8 @@ from stable_baselines3.common.logger import Image
 
 from adaglimpse_env import GlimpseVectorEnv
 from adaglimpse_env.rendering import animation_frame, draw_curves, glimpse_heatmap, vstack
-from agents.evaluation import METRIC_NAMES, EpisodeRecorder, run_policy
+from adaglimpse_env.tasks import get_task
+from agents.evaluation import EpisodeRecorder, run_policy
 from agents.run_folder import save_checkpoint
 
 
@@ -22,15 +23,18 @@ class EpisodeMetricsCallback(BaseCallback):
 
     def __init__(self, task: str) -> None:
         super().__init__()
-        self.metric = METRIC_NAMES[task]
-        self.buffer: dict[str, list[float]] = {"final_score": [], self.metric: [], "pixel_fraction": []}
+        self.metric = get_task(task).metric_name
+        # TensorBoard tag (episode/<tag>) -> the info key of the finished episode that holds it. The env reports
+        # the current score as "score"; at the end of an episode that is its final score.
+        self.sources = {"final_score": "score", self.metric: self.metric, "pixel_fraction": "pixel_fraction"}
+        self.buffer: dict[str, list[float]] = {tag: [] for tag in self.sources}
 
     def _on_step(self) -> bool:
         for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
             if done:
-                for key in self.buffer:
+                for tag, key in self.sources.items():
                     if key in info:
-                        self.buffer[key].append(float(info[key]))
+                        self.buffer[tag].append(float(info[key]))
         return True
 
     def _on_rollout_end(self) -> None:
@@ -97,7 +101,7 @@ class EvaluationCallback(BaseCallback):
         """The evaluation's TensorBoard images, drawn by :mod:`adaglimpse_env.rendering` like ``env.render()``:
         a sheet of episodes (final frame and score curve), the metric after each glimpse, and a heat map of
         where the policy looks (glimpse centres weighted by scale, over all evaluation episodes)."""
-        steps = self.env.episode.num_glimpses or 0
+        steps = self.env.num_glimpses
         rows = [
             animation_frame(frames[-1], scores, steps, steps, f"episode {index}")
             for index, (frames, scores) in enumerate(zip(recorder.frames, recorder.scores, strict=False))

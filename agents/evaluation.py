@@ -13,8 +13,6 @@ import torch
 
 from adaglimpse_env import GlimpseVectorEnv
 
-METRIC_NAMES = {"reconstruction": "rmse", "classification": "correct", "segmentation": "miou"}
-
 
 @dataclass
 class EpisodeRecorder:
@@ -91,9 +89,9 @@ def run_policy(
         seed: first reset seed.
         recorder: optionally keeps scores, boxes and frames of the episodes for pictures.
     """
-    task = env.episode.task
-    metric = METRIC_NAMES[task]
-    steps = env.episode.num_glimpses or 0
+    task = env.task
+    metric = task.metric_name
+    steps = env.num_glimpses
     per_step: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
     finals, fractions, returns, lengths = [], [], [], []
     done_episodes = 0
@@ -140,15 +138,10 @@ def run_policy(
             per_step[step][-1] = per_step[step][-1][:take]
         done_episodes += take
 
-    def aggregate(values: np.ndarray) -> float:
-        if metric == "rmse":  # global RMSE: every image has the same pixel count
-            return float(np.sqrt(np.mean(np.square(values))))
-        return float(np.nanmean(values))
-
     return {
         "episodes": done_episodes,
         "metric": metric,
-        "metric_by_glimpse": [aggregate(np.concatenate(v)) for v in per_step],
+        "metric_by_glimpse": [task.aggregate(np.concatenate(v)) for v in per_step],
         "final_score": float(np.mean(np.concatenate(finals))),
         "return": float(np.mean(np.concatenate(returns))),
         "pixel_fraction": float(np.mean(np.concatenate(fractions))),

@@ -1,4 +1,5 @@
-"""SB3 features extractor mirroring the original AdaGlimpse actor/critic trunk (spec §3.1, §3.2, §6.4).
+"""SB3 features extractor mirroring the original AdaGlimpse actor/critic trunk (original `rl_glimpse.py`; original
+`actor_critic.py`).
 
 The trunk embeds every token slot from up to four streams, concatenates them and pools the slots with masked
 multi-head attention::
@@ -23,14 +24,14 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-#: Streams in the original's order (spec §3.1 ``exclude_rl_inputs`` indices 0..3); the original calls
+#: Streams in the original's order (original `rl_glimpse.py` ``exclude_rl_inputs`` indices 0..3); the original calls
 #: importance ``attention`` and latent ``observation``.
 STREAMS: tuple[str, ...] = ("patches", "importance", "coords", "latent")
-#: Output width of the patch CNN: 16 -> 12 -> 6 -> 2 -> 1 pixels, 32 channels (spec §3.2).
+#: Output width of the patch CNN: 16 -> 12 -> 6 -> 2 -> 1 pixels, 32 channels (original `actor_critic.py`).
 PATCH_FEATURES = 32
-#: Added to the pooling logits of empty slots (spec §3.2, §8.7).
+#: Added to the pooling logits of empty slots (original `actor_critic.py`; original `mae_utils.py`).
 MASK_PENALTY = -1e8
-#: The original's ``norm_layer`` (spec §3.2).
+#: The original's ``norm_layer`` (original `actor_critic.py`).
 LAYER_NORM_EPS = 1e-6
 
 _PATCH_SHAPE = (3, 16, 16)
@@ -42,9 +43,9 @@ def _embedding_layer(in_dim: int, out_dim: int) -> nn.Sequential:
 
 
 def patch_feature_net() -> nn.Sequential:
-    """The original patch CNN (spec §3.2): ``(N, 3, 16, 16) -> (N, 32)``.
+    """The original patch CNN (original `actor_critic.py`): ``(N, 3, 16, 16) -> (N, 32)``.
 
-    Indices 0, 1, 4, 5 hold the parameters (``patch_net_conv.{0,1,4,5}`` in spec §6.4).
+    Indices 0, 1, 4, 5 hold the parameters (``patch_net_conv.{0,1,4,5}`` in original `actor_critic.py`).
     """
     return nn.Sequential(
         nn.Conv2d(3, 8, kernel_size=5),
@@ -60,7 +61,7 @@ def patch_feature_net() -> nn.Sequential:
 
 
 class AttentionPooling(nn.Module):
-    """Masked multi-head attention pooling over token slots (spec §3.2).
+    """Masked multi-head attention pooling over token slots (original `actor_critic.py`).
 
     Each head scores every slot, empty slots get :data:`MASK_PENALTY` added to their logits, and the head's
     ``hidden_dim / num_heads`` channels of the slot embeddings are averaged with the softmax weights.
@@ -104,24 +105,26 @@ class AttentionPooling(nn.Module):
 
 
 class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
-    """The original AdaGlimpse actor/critic trunk as a Stable-Baselines3 features extractor (spec §3.2).
+    """The original AdaGlimpse actor/critic trunk as a Stable-Baselines3 features extractor (original
+    `actor_critic.py`).
 
     Reads the ``full`` observation preset of :mod:`adaglimpse_env.envs.spaces` (or any Dict holding ``mask`` and
     the streams in use, e.g. the ``latent`` preset with ``exclude_inputs=("patches", "importance")``):
 
-    * ``latent``: ``(B, P + 1, D)``; only the last ``P`` tokens are used, so the cls token is dropped (§3.1);
+    * ``latent``: ``(B, P + 1, D)``; only the last ``P`` tokens are used, so the cls token is dropped (original
+    `rl_glimpse.py`);
     * ``importance``: ``(B, P, 1)`` rollout importance;
-    * ``coords``: ``(B, P, 4)`` raw pixel boxes ``(y1, x1, y2, x2)``, not normalised (§8.4);
+    * ``coords``: ``(B, P, 4)`` raw pixel boxes ``(y1, x1, y2, x2)``, not normalised (original token coords);
     * ``patches``: ``(B, P, 3, 16, 16)`` ImageNet-normalised pixels;
     * ``mask``: ``(B, P, 1)``, 1 for an empty slot.
 
-    Empty slots are masked only in the attention pooling (§8.8). Like the original, the patch CNN's BatchNorm sees
-    every slot, so in train mode the contents of empty slots do move the batch statistics; in eval mode they
-    have no effect on the output.
+    Empty slots are masked only in the attention pooling (original `actor_critic.py`). Like the original, the patch
+    CNN's BatchNorm sees every slot, so in train mode the contents of empty slots do move the batch statistics; in eval
+    mode they have no effect on the output.
 
-    Parameter names are the original's (§6.4): ``input_layers.{i}`` for the streams in use, in :data:`STREAMS`
-    order, ``pooling.{input_layer, attention, output_layer}`` and ``patch_net_conv`` (absent when ``patches`` is
-    excluded).
+    Parameter names are the original's (original `actor_critic.py`): ``input_layers.{i}`` for the streams in use, in
+    :data:`STREAMS` order, ``pooling.{input_layer, attention, output_layer}`` and ``patch_net_conv`` (absent when
+    ``patches`` is excluded).
 
     Args:
         observation_space: the env's single observation space.
@@ -158,7 +161,7 @@ class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
         self.streams = streams
         self.num_tokens = num_tokens
         self.embed_dim = embed_dim
-        self.common_dim = 2 * hidden_dim // len(streams)  # spec §3.1: 128 for 4 streams
+        self.common_dim = 2 * hidden_dim // len(streams)  # original `rl_glimpse.py`: 128 for 4 streams
         input_dims = {"patches": PATCH_FEATURES, "importance": 1, "coords": 4, "latent": embed_dim}
         self.input_layers = nn.ModuleList(_embedding_layer(input_dims[name], self.common_dim) for name in streams)
         self.pooling = AttentionPooling(len(streams) * self.common_dim, hidden_dim, num_heads)
@@ -181,7 +184,8 @@ class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
         return self.pooling(x, observations["mask"][:, -slots:])
 
     def _stream_input(self, name: str, observations: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``(B, P, d_in)`` input of one stream: its last ``P`` slots (spec §3.1), patches through the CNN."""
+        """``(B, P, d_in)`` input of one stream: its last ``P`` slots (original `rl_glimpse.py`), patches through the
+        CNN."""
         value = observations[name][:, -self.num_tokens :]
         if name != "patches":
             return value
@@ -233,7 +237,7 @@ def _check_observation_space(observation_space: spaces.Space, streams: Sequence[
 
 
 def sac_policy_kwargs(hidden_dim: int = 256, num_heads: int = 8, exclude_inputs: Sequence[str] = ()) -> dict[str, Any]:
-    """SB3 ``policy_kwargs`` for a SAC whose actor matches the original's (spec §3.2).
+    """SB3 ``policy_kwargs`` for a SAC whose actor matches the original's (original `actor_critic.py`).
 
     The actor becomes ``trunk -> Linear(hidden, hidden) -> GELU -> mu / log_std Linear(hidden, 3)``, the
     original's ``head.0 (hidden, hidden) GELU head.2 (6, hidden)`` split in two. Actor and critics get separate

@@ -1,4 +1,5 @@
-"""Load a trained original AdaGlimpse actor into a Stable-Baselines3 SAC policy (spec §3.2, §6.2, §6.4).
+"""Load a trained original AdaGlimpse actor into a Stable-Baselines3 SAC policy (original `actor_critic.py`; original
+Lightning checkpoints).
 
 The policy must be built with :func:`agents.features.sac_policy_kwargs`, so that its actor is the original's:
 ``trunk -> Linear(h, h) -> GELU -> (mu, log_std)``. The original head ``head.2 (6, h)`` emits
@@ -6,15 +7,15 @@ The policy must be built with :func:`agents.features.sac_policy_kwargs`, so that
 ``[-1, 1]`` with ``a = 2u - 1``.
 
 Deterministic actions are reproduced exactly. The original's mode is ``u = 0.5 + 0.5 * tanh(loc + 0.5)``
-(torchrl 0.3.1 shifts the Gaussian loc by +0.5, spec §3.2, §8.11), so ``a = 2u - 1 = tanh(loc + 0.5)``, which is
-SB3's deterministic ``tanh(mu)`` with ``mu = reorder(loc + 0.5)``.
+(torchrl 0.3.1 shifts the Gaussian loc by +0.5, original `actor_critic.py`; original TanhNormal actor), so ``a = 2u - 1
+= tanh(loc + 0.5)``, which is SB3's deterministic ``tanh(mu)`` with ``mu = reorder(loc + 0.5)``.
 
 Sampled actions are only approximated. The pre-tanh Gaussian of both is ``N(mean, std)``, but the original's std
 is ``softplus(raw_scale + b) + 0.01`` with ``b = log(expm1(0.49))``, while SB3's is ``exp(clamp(log_std, -20, 2))``.
 No affine layer gives the first from the second, so ``log_std`` takes the raw rows as they are (reordered). The
 std is then ``exp(raw)`` instead of ``softplus(raw - 0.4585) + 0.01``. For example, raw = 0 gives 1.0 instead of 0.5.
 Use ``deterministic=True`` to act like the trained agent's mode. The original's own evaluation used the mean of
-1000 samples (spec §8.11), which this cannot match exactly.
+1000 samples (original TanhNormal actor), which this cannot match exactly.
 """
 
 from __future__ import annotations
@@ -31,22 +32,23 @@ from torch import nn
 from adaglimpse_env.models.checkpoint import safe_torch_load
 from agents.features import GlimpseFeaturesExtractor
 
-#: Where a Lightning checkpoint keeps the actor (spec §6.2).
+#: Where a Lightning checkpoint keeps the actor (original Lightning checkpoints).
 ACTOR_PREFIX = "actor_critic.actor_net."
-#: A second path to the same actor tensors in the same checkpoint (spec §6.2); ignored.
+#: A second path to the same actor tensors in the same checkpoint (original Lightning checkpoints); ignored.
 DUPLICATE_ACTOR_PREFIX = "actor_critic.policy_module.module.0.module."
-#: torchrl 0.3.1 adds ``(max - min) / 2 + min`` to the Gaussian loc for actions on [0, 1] (spec §3.2).
+#: torchrl 0.3.1 adds ``(max - min) / 2 + min`` to the Gaussian loc for actions on [0, 1] (original `actor_critic.py`).
 LOC_OFFSET = 0.5
-#: Rows of the original ``(y, x, scale)`` that give our ``(x, y, scale)``.
+#: Rows of the original's ``(y, x, scale)`` that give our ``(x, y, scale)``.
 ACTION_ORDER = (1, 0, 2)
 #: The original's action dimension; its head emits ``2 * ACTION_DIM`` values (loc, raw scale).
 ACTION_DIM = 3
-#: Keys in the hyper-parameters of a Lightning checkpoint that give its glimpse budget (spec §1, §6.2).
+#: Keys in the hyper-parameters of a Lightning checkpoint that give its glimpse budget (original
+#: `interactive_sampler.py`; original Lightning checkpoints).
 _BUDGET_KEYS = ("num_glimpses", "glimpse_grid_size")
 
 
 def original_actor_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The original actor's state dict (§6.4 names) out of any of its layouts.
+    """The original actor's state dict (original `actor_critic.py`) out of any of its layouts.
 
     Args:
         checkpoint: a Lightning checkpoint ``{"state_dict": {...}, ...}``, its ``state_dict``, or a bare actor
@@ -67,7 +69,7 @@ def original_actor_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.
         if lightning or any(key.startswith(("actor_critic.", "mae.", "rl_loss_module.")) for key in state_dict):
             sample = ", ".join(list(state_dict)[:5])
             raise ValueError(
-                f"An original AdaGlimpse checkpoint requires actor weights under {ACTOR_PREFIX!r} (spec §6.2), "
+                f"An original AdaGlimpse checkpoint requires actor weights under {ACTOR_PREFIX!r}, "
                 f"found none; got keys like {sample}"
             )
         actor = dict(state_dict)

@@ -1,4 +1,5 @@
-"""The paper's SAC on stable-baselines3: hyper-parameters, learning-rate schedule and policy (spec §3.4).
+"""The paper's SAC on stable-baselines3: hyper-parameters, learning-rate schedule and policy (original `rl_glimpse.py`
+SAC).
 
 Differences from the original that SB3 imposes, kept on purpose and documented: Adam instead of AdamW, a halved
 critic loss, ``log_std`` clamped to [-20, 2] instead of a biased softplus, and no gradient updates during the
@@ -18,7 +19,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.features import STREAMS, sac_policy_kwargs
 from agents.replay import Float16DictReplayBuffer
 
-#: spec §3.4 (CLI defaults of the original).
+#: original `rl_glimpse.py` SAC (CLI defaults of the original).
 PAPER_SAC: dict[str, Any] = {
     "learning_rate": 1e-3,
     "gamma": 0.99,

@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
@@ -40,9 +41,20 @@ class GlimpseSB3VecEnv(VecEnv):
 
     # ------------------------------------------------------------------------------------------ VecEnv API
     def reset(self) -> VecEnvObs:
-        """Reset every env; the seed set by :meth:`seed` (SB3 passes ``seed + i``; env 0's seeds the stream)."""
+        """Reset every env; the seed set by :meth:`seed` (SB3 passes ``seed + i``; env 0's seeds the stream) and
+        the options set by :meth:`set_options` (one dict for the whole vector env, e.g. ``{"reset_mask": ...}``).
+
+        Raises:
+            ValueError: the envs were given different options (they share one vector env and one reset).
+        """
         seed = self._seeds[0]
-        observation, info = self.env.reset(seed=seed)
+        options = self._options[0]
+        if not all(_same_options(options, other) for other in self._options[1:]):
+            raise ValueError(
+                "GlimpseSB3VecEnv.reset requires the same options for every env (one vector env, one reset), "
+                f"got {self._options}"
+            )
+        observation, info = self.env.reset(seed=seed, options=options or None)
         self.reset_infos = self._per_env(info)
         self._reset_seeds()
         self._reset_options()
@@ -99,6 +111,21 @@ class GlimpseSB3VecEnv(VecEnv):
     def _per_env(self, info: dict[str, Any]) -> list[dict[str, Any]]:
         keys = [k for k in info if not k.startswith("_") and k not in ("final_obs", "final_info")]
         return [{key: info[key][i] for key in keys} for i in range(self.num_envs)]
+
+
+def _same_options(first: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two envs' reset options are equal (values may be arrays or tensors, e.g. a ``reset_mask``)."""
+    if first.keys() != other.keys():
+        return False
+    for key, value in first.items():
+        if isinstance(value, np.ndarray | torch.Tensor | list | tuple):
+            pair = (value, other[key])
+            mine, theirs = (v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in pair)
+            if not np.array_equal(mine, theirs):
+                return False
+        elif value != other[key]:
+            return False
+    return True
 
 
 def _index(observation: Any, i: int) -> Any:

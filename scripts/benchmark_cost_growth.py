@@ -1,8 +1,9 @@
 """How a step's and an episode's cost grow with the glimpse count, before and after the incremental reuse.
 
-Each step re-encodes every token so far (spec §2.5): step k runs the encoder over ``k * g * g`` tokens and the
-decoder over those plus its ``G`` grid queries, so it costs about ``a + b * k`` (plus a small ``k**2`` term from
-attention) and an episode of ``N`` glimpses about ``a * N + b * N**2 / 2``. One run measures, for the reference
+Each step re-encodes every token so far (original `forward_game_state`): step k runs the encoder over ``k * g * g``
+tokens and the decoder over those plus its ``G`` grid queries, so it costs about ``a + b * k`` (plus a small ``k**2``
+term from attention) and an episode of ``N`` glimpses about ``a * N + b * N**2 / 2``. One run measures, for the
+reference
 path (``incremental=False``: everything recomputed each step) and the default incremental one:
 
 1. the time of step ``k`` against ``k = 1 .. max(N)`` (median over ``--repeats`` episodes), with the fitted line
@@ -47,7 +48,7 @@ def synchronize(device: torch.device) -> None:
 
 def step_times(env: GlimpseVectorEnv, seed: int) -> list[float]:
     """Seconds of each step of one episode (``reset`` first, not timed)."""
-    steps = env.episode.num_glimpses or 0
+    steps = env.num_glimpses
     actions = np.random.default_rng(seed).uniform(-1, 1, size=(steps, env.num_envs, 3)).astype(np.float32)
     env.reset(seed=seed)
     times = []

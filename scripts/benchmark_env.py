@@ -42,8 +42,9 @@ import torch
 
 from adaglimpse_env import EpisodeConfig, GlimpseVectorEnv
 from adaglimpse_env.datasets import TransformConfig, embedded_photos
-from adaglimpse_env.models import ElasticMAE, attention_rollout, create_model, create_task_head
+from adaglimpse_env.models import ElasticMAE, attention_rollout, create_model
 from adaglimpse_env.normalization import to_pixels
+from adaglimpse_env.tasks import TaskTargets, get_task
 
 
 def synchronize(device: torch.device) -> None:
@@ -64,27 +65,32 @@ def bare_episode(
     autocast_dtype: str | None,
 ) -> Callable[[], None]:
     """The model work of one episode's steps, at each token count, taking the path the env takes."""
-    head = create_task_head(episode.task)
+    task = get_task(episode.task)
+    head = task.head
     per_glimpse, budget = episode.tokens_per_glimpse, episode.max_tokens
     images = torch.randn(num_envs, 3, *model.config.img_size, device=device)
     patches = torch.randn(num_envs, budget, 3, 16, 16, device=device)
     corner = torch.randint(0, 190, (num_envs, budget, 2), device=device)
     boxes = torch.cat((corner, corner + 32), dim=-1)
-    target: torch.Tensor | None = None
-    if episode.task == "classification":
-        target = torch.randint(0, model.config.num_classes, (num_envs,), device=device)
-    elif episode.task == "segmentation":
-        target = torch.randint(0, model.config.out_chans, (num_envs, *model.config.img_size), device=device)
-    elif incremental:
-        target = to_pixels(images)  # the env converts each image once
+    targets = TaskTargets(
+        labels=torch.randint(0, model.config.num_classes, (num_envs,), device=device),
+        masks=torch.randint(0, model.config.out_chans, (num_envs, *model.config.img_size), device=device)
+        if task.needs_masks
+        else None,
+    )
+    # The env converts each image to 0-255 pixels once when the score reads them.
+    image_pixels = to_pixels(images) if incremental and task.reads_image_pixels else None
     with torch.inference_mode(), autocast(device, autocast_dtype):
         dtype = model.embed_tokens(patches[:1, :1], boxes[:1, :1]).dtype
-        constants = model.decoder_constants(dtype) if incremental and head.decoder_type != "none" else None
+        constants = model.decoder_constants(dtype) if incremental and head.needs_decoder else None
     tokens = torch.zeros(num_envs, budget, model.config.embed_dim, dtype=dtype, device=device)
+
+    assert episode.num_glimpses is not None
+    num_glimpses = episode.num_glimpses
 
     @torch.inference_mode()
     def run() -> None:
-        for glimpse in range(1, (episode.num_glimpses or 0) + 1):
+        for glimpse in range(1, num_glimpses + 1):
             n = glimpse * per_glimpse
             with autocast(device, autocast_dtype):
                 if incremental:
@@ -97,7 +103,7 @@ def bare_episode(
                     encoded = model.forward_encoder(patches[:, :n], boxes[:, :n], return_attention=True)
                     prediction = head.predict(model, encoded.latent)
             attention_rollout([attention.float() for attention in encoded.attentions])
-            head.score(model, prediction, images, target).cpu()
+            task.score(model, prediction, images, targets, image_pixels=image_pixels).cpu()
 
     return run
 
@@ -105,7 +111,7 @@ def bare_episode(
 def env_episode(env: GlimpseVectorEnv, seed: int) -> Callable[[], float]:
     """One timed episode of the env (``reset`` first, outside the timed part); returns its seconds."""
     rng = np.random.default_rng(seed)
-    steps = env.episode.num_glimpses or 0
+    steps = env.num_glimpses
     actions: Any = rng.uniform(-1, 1, size=(steps, env.num_envs, 3)).astype(np.float32)
     if env.output == "torch":
         actions = torch.from_numpy(actions).to(env.device)

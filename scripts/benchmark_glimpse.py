@@ -1,4 +1,4 @@
-"""Benchmark glimpse extraction: the vectorised path against the original's per-cell loop (spec §1.2).
+"""Benchmark glimpse extraction: the vectorised path against the original's per-cell loop (original `_crop_and_resize`).
 
 Both run in the same process, on the same random images and the same seeded random actions:
 
@@ -6,7 +6,7 @@ Both run in the same process, on the same random images and the same seeded rand
   for every patch of every image;
 * **loop**: :func:`~adaglimpse_env.glimpse.compute_glimpse_boxes` once, then
   :func:`~adaglimpse_env.glimpse.extract_patches_loop`, i.e. one slice and one ``F.interpolate`` per grid
-  cell, as the original ``_crop_and_resize`` does.
+  cell, as the original's ``_crop_and_resize`` does.
 
 Both are warmed up, then timed ``--repeats`` times each with :func:`time.perf_counter` (synchronising on
 CUDA), in ``--rounds`` alternating blocks so that a busy machine slows both alike. The script prints a markdown table

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path, csv_path = output_files(args.output, (".json", ".csv"))
     env_kwargs = parse_key_values(args.env_kwargs)
     env_kwargs.setdefault("device", args.device)
+    # --env-kwargs split=... is the same setting as --split (and wins): never pass it twice.
+    args.split = env_kwargs.pop("split", args.split)
     rows = []
     for spec in args.policies:
         env = gym.make_vec(args.env_id, num_envs=args.num_envs, split=args.split, **env_kwargs)
@@ -100,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mean_image:
         if rows[0]["metric"] != "rmse":
             raise SystemExit("--mean-image needs a reconstruction env")
-        value = mean_image_rmse(
-            args.env_id, {k: v for k, v in env_kwargs.items() if k != "split"}, args.episodes, args.seed
-        )
+        value = mean_image_rmse(args.env_id, env_kwargs, args.episodes, args.seed)
         steps = len(rows[0]["metric_by_glimpse"])
         rows.append({
             "policy": "mean-image predictor", "env_id": args.env_id, "episodes": args.episodes, "metric": "rmse",

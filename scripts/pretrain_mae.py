@@ -4,10 +4,10 @@ Readable top to bottom (CleanRL style): arguments, seeding, data, model, loop, l
 
 Each batch takes ``k`` glimpses per image, ``k`` drawn per batch between ``--min-glimpses`` and
 ``--max-glimpses`` (so the model sees every episode length): with probability ``--whole-image-first`` the first
-glimpse covers the whole image as a coarse ``g x g`` grid (spec §1.5), the rest are squares of random position and
-scale cut exactly as the env cuts them (:func:`adaglimpse_env.glimpse.extract_glimpses`). The loss is the
-original's for the task: per-image pixel MSE summed over the batch (reconstruction, spec §2.3), cross-entropy
-or KL to a ``timm`` teacher (classification), per-pixel cross-entropy (segmentation).
+glimpse covers the whole image as a coarse ``g x g`` grid (original `PretrainingSampler`), the rest are squares of
+random position and scale cut exactly as the env cuts them (:func:`adaglimpse_env.glimpse.extract_glimpses`). The loss
+is the original's for the task: per-image pixel MSE summed over the batch (reconstruction, original `mae.py`),
+cross-entropy or KL to a ``timm`` teacher (classification), per-pixel cross-entropy (segmentation).
 
 Usage::
 
@@ -34,16 +34,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader
 
 from adaglimpse_env.datasets import UnreadableFiles
 from adaglimpse_env.envs.factory import build_image_source
 from adaglimpse_env.glimpse import centred_unit_action, extract_glimpses
-from adaglimpse_env.models import ElasticMAE, create_model, create_task_head, load_model, save_model
+from adaglimpse_env.models import ElasticMAE, create_model, load_model, save_model
 from adaglimpse_env.models.checkpoint import atomic_torch_save, safe_torch_load
 from adaglimpse_env.normalization import to_pixels
+from adaglimpse_env.tasks import TaskTargets, get_task
 from agents.config import ConfigError, parse_config
 from agents.preflight import OutputDirectoryError, check_free_space, check_writable, format_bytes, required_free_bytes
 
@@ -295,19 +295,14 @@ def build_teacher(config: PretrainConfig, device: torch.device) -> torch.nn.Modu
 def task_loss(
     model: ElasticMAE, config: PretrainConfig, batch: dict[str, torch.Tensor], latent: torch.Tensor, teacher: Any
 ) -> torch.Tensor:
-    head = create_task_head(config.task)
-    prediction = head.predict(model, latent)
+    task = get_task(config.task)
+    prediction = task.head.predict(model, latent)
     images = batch["image"]
-    if config.task == "classification" and teacher is not None:
+    if teacher is not None:
         with torch.no_grad():
-            target_logits = teacher(images).float()
-        # spec §3.5: KL(teacher || student) summed over classes, mean over the batch.
-        kl = F.kl_div(
-            prediction.float().log_softmax(-1), target_logits.log_softmax(-1), log_target=True, reduction="none"
-        )
-        return kl.sum(-1).mean()
-    target = batch.get("label") if config.task == "classification" else batch.get("mask")
-    return head.loss(model, prediction.float(), images, target)
+            teacher_output = teacher(images).float()
+        return task.distillation_loss(prediction, teacher_output)
+    return task.loss(model, prediction.float(), images, TaskTargets.from_batch(batch))
 
 
 class TaskLoss(torch.nn.Module):
@@ -344,7 +339,7 @@ def evaluate(
         ``{"after_<k>_glimpses": value, ...}`` (and ``"whole_then_target"``).
     """
     model.eval()
-    head = create_task_head(config.task)
+    task = get_task(config.task)
     plans: list[tuple[str, int, float]] = [(f"after_{count}_glimpses", count, 0.0) for count in config.eval_glimpses]
     if batches and "target_box" in batches[0]:
         plans.append(("whole_then_target", 2, 1.0))
@@ -357,21 +352,12 @@ def evaluate(
             patches, boxes = sample_glimpses(
                 images, count, config.grid_size, True, generator, batch.get("target_box"), target_share, (2.5, 2.5)
             )
-            prediction = head.predict(model, model.forward_encoder(patches, boxes).latent).float()
-            if config.task == "reconstruction":
-                error = to_pixels(model.unpatchify(prediction)) - to_pixels(images)
-                numerator += float(error.square().sum())
-                total += error.numel()
-            elif config.task == "classification":
-                numerator += float((prediction.argmax(-1) == batch["label"].to(device)).sum())
-                total += images.shape[0]
-            else:
-                mask = batch["mask"].to(device)
-                valid = mask != 255
-                numerator += float(((prediction.argmax(1) == mask) & valid).sum())
-                total += float(valid.sum())
-        value = numerator / max(total, 1)
-        results[name] = math.sqrt(value) if config.task == "reconstruction" else value
+            prediction = task.head.predict(model, model.forward_encoder(patches, boxes).latent).float()
+            targets = TaskTargets.from_batch(batch).to(device)
+            batch_numerator, batch_total = task.validation_counts(model, prediction, images, targets)
+            numerator += batch_numerator
+            total += batch_total
+        results[name] = task.validation_value(numerator, total)
     model.train()
     return results
 
@@ -567,24 +553,25 @@ def main(argv: list[str] | None = None) -> int:
             progress.set_postfix(loss=f"{loss.item():.3f}", glimpses=count)
         if is_main and (step % config.eval_every == 0 or step == config.steps) and val_batches:
             results = evaluate(model, config, val_batches, device)
-            name = {"reconstruction": "rmse", "classification": "accuracy", "segmentation": "pixel_accuracy"}[
-                config.task
-            ]
+            name = get_task(config.task).validation_metric_name
             for key, value in results.items():
                 assert writer is not None
                 writer.add_scalar(f"val/{name}_{key}", value, step)
             progress.write(f"step {step}: val {name} " + ", ".join(f"{k}:{v:.3f}" for k, v in results.items()))
-            if config.task == "reconstruction" and writer is not None:
+            if writer is not None:  # what the model makes of 8 glimpses, for tasks that predict images
                 with torch.no_grad():
                     model.eval()
                     images = val_batches[0]["image"][:4].to(device)
                     patches_v, boxes_v = sample_glimpses(
                         images, 8, config.grid_size, True, torch.Generator().manual_seed(0)
                     )
-                    recon = model.unpatchify(model.forward_decoder(model.forward_encoder(patches_v, boxes_v).latent))
-                    writer.add_images(
-                        "val/reconstruction_8_glimpses", to_pixels(torch.cat((images, recon))) / 255, step
-                    )
+                    task = get_task(config.task)
+                    latent = model.forward_encoder(patches_v, boxes_v).latent
+                    recon = task.prediction_images(model, task.head.predict(model, latent))
+                    if recon is not None:
+                        writer.add_images(
+                            "val/reconstruction_8_glimpses", to_pixels(torch.cat((images, recon))) / 255, step
+                        )
                     model.train()
         if step % config.checkpoint_every == 0 or step == config.steps:
             save()

@@ -1,4 +1,4 @@
-"""Train the paper's SAC agent to choose where to look (spec §3.4), on any registered glimpse env.
+"""Train the paper's SAC agent to choose where to look (original `rl_glimpse.py` SAC), on any registered glimpse env.
 
 Readable top to bottom (CleanRL style): configuration, seeding, envs, agent, callbacks, training, final save.
 The default task is the offline find-and-zoom id ``AdaGlimpse-ClutteredDigits-v0`` (docs/tasks.md); the photo
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         **{**env_kwargs, **config.eval_env_kwargs},
     )
     assert isinstance(train_env, GlimpseVectorEnv) and isinstance(eval_env, GlimpseVectorEnv)
+    observation_space = train_env.single_observation_space
     vec_env = VecMonitor(GlimpseSB3VecEnv(train_env))
     task = train_env.episode.task
 
@@ -227,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             gradient_steps=config.gradient_steps,
         )
     dtype = np.float16 if config.float16_buffer else np.float32
-    observation_space = train_env.single_observation_space
-    assert isinstance(observation_space, gym.spaces.Dict | gym.spaces.Box)  # every preset is one or the other
+    # Every preset trains: 'full' and 'latent' with the original trunk over their streams, 'flat' with an MLP.
+    assert isinstance(observation_space, gym.spaces.Dict | gym.spaces.Box)
     memory = replay_buffer_bytes(model.buffer_size, observation_space, dtype)
     print(
         f"{config.env_id}: {task}, {train_env.episode.num_glimpses} glimpses, {config.num_envs} envs; "
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resuming, tb_log_name="sac")
     wall = time.perf_counter() - start
     save_checkpoint(model, output, config.save_replay_buffer)
-    final = evaluation.evaluate() if evaluation.model is not None else None
+    final = evaluation.evaluate()
     summary = {"wall_time_s": round(wall, 1), "num_timesteps": model.num_timesteps, "evaluations": evaluation.history}
     run.write_json("evaluation.json", summary)
     # The actor alone, without pickle: what `sb3:sac:<output>/agent.pt` (and a shipped agent) loads.
@@ -277,9 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         {"command": command.strip(), "wall_time_s": summary["wall_time_s"], "num_timesteps": model.num_timesteps,
          "final_evaluation": final},
     )  # fmt: skip
-    if final is not None:
-        by_glimpse = ", ".join(f"{k}:{v:.2f}" for k, v in enumerate(final["metric_by_glimpse"]))
-        print(f"final held-out {final['metric']} by glimpse: {by_glimpse}")
+    by_glimpse = ", ".join(f"{k}:{v:.2f}" for k, v in enumerate(final["metric_by_glimpse"]))
+    print(f"final held-out {final['metric']} by glimpse: {by_glimpse}")
     print(f"done: {model.num_timesteps} env steps in {wall / 60:.1f} min; model in {output / 'model.zip'}")
     vec_env.close()
     eval_env.close()

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = load_policy(spec, env, args.seed, args.device, trust_pickle=args.trust_pickle)
         recorder = EpisodeRecorder(render_episodes=None)
         result = run_policy(env, policy, args.episodes, args.seed, recorder)
-        num_steps = env.episode.num_glimpses or 0
+        num_steps = env.num_glimpses
         env.close()
 
         folder = args.output / folder_name(label)

@@ -27,6 +27,10 @@ from adaglimpse_env.models import save_model
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 
+#: Run name -> whether torch's deterministic-algorithms mode was on when its train_sac.main returned.
+DETERMINISTIC_MODE: dict[str, bool] = {}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread() -> Iterator[None]:
     """Tiny models run ~10x faster on one thread than on threads fighting over a busy machine's cores."""
@@ -153,6 +157,7 @@ def trained(env_kwargs: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
                     "--threads", "1", "--no-progress-bar", "--output", str(output), *flags]  # fmt: skip
             try:
                 assert train_sac.main(args) == 0
+                DETERMINISTIC_MODE[name] = torch.are_deterministic_algorithms_enabled()
             finally:
                 torch.use_deterministic_algorithms(False)
             records[name] = training_record(output)
@@ -170,6 +175,8 @@ def test_two_trainings_with_the_same_seed_are_identical(trained: Callable[..., A
 
 def test_deterministic_algorithms_change_nothing_on_cpu(trained: Callable[..., Any]) -> None:
     assert_identical(trained("seed0"), trained("seed0_deterministic", "--deterministic"))
+    # Identical runs alone would not show that --deterministic did anything: the mode must have been on.
+    assert DETERMINISTIC_MODE == {"seed0": False, "seed0_deterministic": True}
 
 
 def test_another_seed_trains_differently(trained: Callable[..., Any]) -> None:

@@ -1,6 +1,7 @@
-"""Tests for :mod:`adaglimpse_env.glimpse`: actions, crop geometry (spec §1.1) and patches (spec §1.2).
+"""Tests for :mod:`adaglimpse_env.glimpse`: actions, crop geometry (original `_calculate_crops`) and patches (original
+`_crop_and_resize`).
 
-Every expected box below is computed by hand from the spec §1.1 formula, worked out in a comment:
+Every expected box below is computed by hand from the original's `_calculate_crops` formula, worked out in a comment:
 
     min_crop = 16 * g;  max_crop = min(H, W) * ratio
     s_f = a2 * (max_crop - min_crop) + min_crop          (float)
@@ -32,7 +33,7 @@ from adaglimpse_env.glimpse import (
 
 
 def reference_patches(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Independent reference for spec §1.2: slice each box, resize it alone, skip the resize at 16x16.
+    """Independent reference for original `_crop_and_resize`: slice each box, resize it alone, skip the resize at 16x16.
 
     Args:
         images: ``(B, C, H, W)`` float.
@@ -70,7 +71,7 @@ def normalised_images(batch: int, height: int, width: int, seed: int = 0) -> tor
 
 
 # ----------------------------------------------------------------------------------------------------
-# spec §1.1 examples (224x224, g=2, ratio 1: min_crop 32, max_crop 224)
+# original `_calculate_crops` examples (224x224, g=2, ratio 1: min_crop 32, max_crop 224)
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -244,7 +245,7 @@ def test_our_x_moves_the_glimpse_horizontally() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# patches (spec §1.2)
+# patches (original `_crop_and_resize`)
 # ----------------------------------------------------------------------------------------------------
 
 

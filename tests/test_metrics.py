@@ -1,4 +1,4 @@
-"""Task metrics (spec §5): global RMSE, top-1 accuracy, and segmentation mIoU / PA / mPA."""
+"""Task metrics (original metrics): global RMSE, top-1 accuracy, and segmentation mIoU / PA / mPA."""
 
 from __future__ import annotations
 

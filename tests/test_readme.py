@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import importlib
+import os
 import shlex
 import shutil
 import sys
@@ -69,12 +70,18 @@ def parse_script_flags(module: object, args: list[str]) -> None:
         parse_config(module.TrainConfig, args, "")  # type: ignore[attr-defined]
 
 
+def which(program: str) -> str | None:
+    """``shutil.which`` that also looks next to this interpreter: a virtualenv's console scripts (pytest, ruff,
+    torchrun, ...) are installed there whether or not its ``bin`` is on ``PATH``."""
+    return shutil.which(program, path=os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))))
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c)[:70] for c in COMMANDS])
 def test_readme_command(command: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(ROOT)  # README commands run from the repository root
     program, args = command[0], command[1:]
     if program == "torchrun":  # check the launched script like a python command
-        assert shutil.which("torchrun"), "README runs torchrun, which comes with torch"
+        assert which("torchrun"), "README runs torchrun, which comes with torch"
         script_index = next(i for i, word in enumerate(args) if word.endswith(".py"))
         program, args = "python", args[script_index:]
     if program == "python":
@@ -97,7 +104,7 @@ def test_readme_command(command: list[str], monkeypatch: pytest.MonkeyPatch, cap
             marker = args[args.index("-m") + 1]
             assert f'"{marker}:' in (ROOT / "pyproject.toml").read_text(), f"marker {marker!r} is not registered"
     else:
-        assert shutil.which(program), f"README runs {program!r}, which is not installed by the dev extra"
+        assert which(program), f"README runs {program!r}, which is not installed by the dev extra"
 
 
 def readme_python_blocks() -> list[str]:

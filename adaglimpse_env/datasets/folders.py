@@ -1,5 +1,5 @@
-"""The dataset folder layouts the paper uses (spec §4), plus any image folder and the photos shipped with the
-package. Each builder returns an :class:`~adaglimpse_env.datasets.base.ImageSource` or raises
+"""The dataset folder layouts the paper uses (original `datasets/`), plus any image folder and the photos shipped
+with the package. Each builder returns an :class:`~adaglimpse_env.datasets.base.ImageSource` or raises
 :class:`~adaglimpse_env.datasets.base.DatasetNotFoundError` with the layout it expected.
 """
 
@@ -124,7 +124,7 @@ ADE20K_CLASSES = 150
 
 
 def ade20k_mask_mapping(mask: np.ndarray) -> np.ndarray:
-    """ADE20K annotation values to class indices: 1..150 -> 0..149, 0 (unlabelled) -> 255 (spec §4)."""
+    """ADE20K annotation values to class indices: 1..150 -> 0..149, 0 (unlabelled) -> 255 (original `datasets/`)."""
     mask = np.clip(mask.astype(np.int64), 0, ADE20K_CLASSES)
     return np.where(mask == 0, 255, mask - 1)
 
@@ -171,7 +171,7 @@ def sun360(
 
     Args:
         split_file: the list of relative paths (default ``<root>/sun360-dataset26-random.txt``). The first 10% of
-            lines are the validation split, the rest training, as the original (spec §4).
+            lines are the validation split, the rest training, as the original's `datasets/`.
     """
     root = require_folder(Path(root), "SUN360", SUN360_LAYOUT)
     split_path = Path(split_file) if split_file else root / "sun360-dataset26-random.txt"

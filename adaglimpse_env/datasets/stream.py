@@ -153,8 +153,17 @@ class ImageStream:
 
     def reseed(self, seed: int) -> None:
         """Restart the stream from the beginning of the order given by ``seed``."""
+        self.close()
         self._seed = seed
-        self._iterator = None
+
+    def close(self) -> None:
+        """Stop the decoding workers now (the next :meth:`next_samples` starts new ones, where the order left off
+        is lost: it restarts at the beginning of the current seed's order)."""
+        iterator, self._iterator = self._iterator, None
+        # DataLoader's multi-process iterator only stops its workers when garbage-collected; ask it directly.
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
     def _make_iterator(self) -> Iterator[dict[str, Any]]:
         loader = DataLoader(

@@ -1,4 +1,5 @@
-"""Resize/crop/flip of images (and segmentation masks) to the model's square input, seeded per sample (spec §4).
+"""Resize/crop/flip of images (and segmentation masks) to the model's square input, seeded per sample (original
+`datasets/`).
 
 Random draws use a ``numpy.random.Generator`` created from each sample's own seed, never the global RNGs, so a
 sample looks the same whichever worker process decodes it and whatever the caller's RNG state is.
@@ -22,11 +23,11 @@ class TransformConfig:
 
     Attributes:
         size: output side in pixels (224).
-        train: random resized crop + horizontal flip (spec §4 ``default_aug``); otherwise deterministic.
+        train: random resized crop + horizontal flip (original `datasets/` ``default_aug``); otherwise deterministic.
         scale: area range of the random crop.
         ratio: aspect-ratio range of the random crop.
         eval_resize: ``"center_crop"`` (short side to ``size``, centre square) or ``"squash"`` (resize to
-            ``size x size`` ignoring the aspect ratio, as the original's evaluation does, spec §8.16).
+            ``size x size`` ignoring the aspect ratio, as the original's evaluation does, original `datasets/`).
         color_jitter: in training, brightness, contrast and saturation factors drawn from
             ``[1 - color_jitter, 1 + color_jitter]`` (0: off). Used for pretraining on few photos, where colour
             would otherwise identify the photo.

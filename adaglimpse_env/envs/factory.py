@@ -23,6 +23,7 @@ from adaglimpse_env.envs.vector_env import GlimpseVectorEnv
 from adaglimpse_env.models.checkpoint import load_model
 from adaglimpse_env.models.hub import KNOWN_HUB_REPOS
 from adaglimpse_env.models.mae import ElasticMAE
+from adaglimpse_env.tasks import get_task
 
 _LAYOUTS = {
     "imagenet": folders.IMAGENET_LAYOUT,
@@ -104,16 +105,16 @@ def build_image_source(
             f"{env_id or dataset} requires a data folder: pass data_root=... to gym.make{hint}. "
             f"Expected layout:\n{_LAYOUTS[dataset]}"
         )
-    with_labels = task == "classification"
+    needs = get_task(task)
     if dataset == "imagenet":
         return folders.imagenet(root, split, transform)
     if dataset == "sun360":
-        return folders.sun360(root, split, transform, split_file=split_file, with_labels=with_labels)
+        return folders.sun360(root, split, transform, split_file=split_file, with_labels=needs.needs_labels)
     if dataset == "ade20k":
-        return folders.ade20k(root, split, transform, with_masks=task == "segmentation")
+        return folders.ade20k(root, split, transform, with_masks=needs.needs_masks)
     if dataset == "coco":
         return folders.coco2014(root, split, transform)
-    return folders.image_folder(root, transform, require_labels=with_labels)
+    return folders.image_folder(root, transform, require_labels=needs.needs_labels)
 
 
 def check_class_counts(source: ImageSource, model: ElasticMAE, task: str, env_id: str = "") -> None:
@@ -205,10 +206,10 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
     check_class_counts(source, model, task, env_id)
     episode = EpisodeConfig(task=task, **{key: options.pop(key) for key in _EPISODE_KEYS if key in options})
     shuffle = options.pop("shuffle", split == "train")
-    unknown = set(options) - {"max_episode_steps", *_ENV_KEYS}
+    _check_max_episode_steps(options.pop("max_episode_steps", None), episode, env_id)
+    unknown = set(options) - set(_ENV_KEYS)
     if unknown:
         raise TypeError(f"{env_id or 'make_env'} got unexpected keyword arguments {sorted(unknown)}")
-    options.pop("max_episode_steps", None)
     return {
         "model": model,
         "image_source": source,
@@ -217,6 +218,23 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
         "shuffle": shuffle,
         **options,
     }
+
+
+def _check_max_episode_steps(max_episode_steps: int | None, episode: EpisodeConfig, env_id: str) -> None:
+    """``gym.make_vec`` hands ``max_episode_steps`` to the env (``gym.make`` applies it as a ``TimeLimit``). An
+    episode already ends after ``num_glimpses`` steps, so a limit at or above that never acts; a lower one would
+    silently be ignored, so it is refused.
+
+    Raises:
+        ValueError: ``max_episode_steps < num_glimpses``.
+    """
+    assert episode.num_glimpses is not None
+    if max_episode_steps is not None and max_episode_steps < episode.num_glimpses:
+        raise ValueError(
+            f"{env_id or 'make_env'} requires max_episode_steps >= num_glimpses={episode.num_glimpses} (an episode "
+            f"ends after its glimpse budget), got max_episode_steps={max_episode_steps}; pass "
+            f"num_glimpses={max_episode_steps} for shorter episodes"
+        )
 
 
 def make_env(**kwargs: Any) -> GlimpseEnv:

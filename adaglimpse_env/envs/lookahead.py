@@ -11,19 +11,20 @@ from __future__ import annotations
 import torch
 
 from adaglimpse_env.glimpse import compute_glimpse_boxes, extract_patches
-from adaglimpse_env.models.heads import TaskHead
 from adaglimpse_env.models.mae import ElasticMAE
+from adaglimpse_env.tasks import Task, TaskTargets
 
 
 @torch.inference_mode()
 def score_candidate_glimpses(
     model: ElasticMAE,
-    head: TaskHead,
+    task: Task,
     images: torch.Tensor,
     patches: torch.Tensor,
     boxes: torch.Tensor,
     token_count: torch.Tensor,
-    target: torch.Tensor | None,
+    targets: TaskTargets,
+    image_pixels: torch.Tensor | None,
     unit_actions: torch.Tensor,
     grid_size: int,
     max_size_ratio: float = 1.0,
@@ -33,13 +34,13 @@ def score_candidate_glimpses(
 
     Args:
         model: the frozen model.
-        head: its task head.
+        task: its task (head and score).
         images: ``(B, 3, H, W)`` normalised images.
         patches: ``(B, P, 3, 16, 16)`` tokens so far (slots ``>= token_count`` are ignored).
         boxes: ``(B, P, 4)`` their pixel boxes.
         token_count: ``(B,)`` int64 tokens filled per env.
-        target: what :meth:`TaskHead.score` compares with besides the images (labels ``(B,)``, masks
-            ``(B, H, W)``, pixels ``(B, 3, H, W)``) or None.
+        targets: the images' labels ``(B,)`` and masks ``(B, H, W)`` (either may be None).
+        image_pixels: ``to_pixels(images)`` ``(B, 3, H, W)`` if the caller keeps it (reconstruction), else None.
         unit_actions: ``(B, K, 3)`` candidates in the original order ``(y, x, scale)``, in ``[0, 1]``.
         grid_size: ``g``.
         max_size_ratio: largest glimpse side as a fraction of the image side.
@@ -72,8 +73,12 @@ def score_candidate_glimpses(
         ).flatten(0, 1)
         seq_pad = pad_mask.repeat_interleave(count, dim=0) if bool(empty.any()) else None
         latent = model.forward_encoder(seq_patches, seq_boxes, seq_pad).latent
-        prediction = head.predict(model, latent, seq_pad)
-        repeated_images = images.repeat_interleave(count, dim=0)
-        repeated_target = None if target is None else target.repeat_interleave(count, dim=0)
-        scores.append(head.score(model, prediction, repeated_images, repeated_target).float().reshape(batch, count))
+        prediction = task.head.predict(model, latent, seq_pad)
+
+        def repeat(tensor: torch.Tensor | None, count: int = count) -> torch.Tensor | None:
+            return None if tensor is None else tensor.repeat_interleave(count, dim=0)
+
+        repeated = TaskTargets(labels=repeat(targets.labels), masks=repeat(targets.masks))
+        score = task.score(model, prediction, images.repeat_interleave(count, dim=0), repeated, repeat(image_pixels))
+        scores.append(score.float().reshape(batch, count))
     return torch.cat(scores, dim=1)

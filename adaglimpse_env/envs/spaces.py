@@ -1,4 +1,4 @@
-"""Observation and action spaces, defined once (spec §3.1, §9)."""
+"""Observation and action spaces, defined once (original `rl_glimpse.py`; docs/original-compatibility.md)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
-"""Save and load elastic-MAE checkpoints: ours (with metadata) and the original code's formats (spec §6).
+"""Save and load elastic-MAE checkpoints: ours (with metadata) and the original code's formats (original checkpoints).
 
 One entry point, :func:`load_model`, takes any of:
 
 * our checkpoint: ``{"format": "adaglimpse-env/elastic-mae", "format_version", "config", "task",
   "state_dict", "metadata"}``; loads with no extra arguments;
 * an original trained AdaGlimpse Lightning checkpoint: ``{"state_dict": {"mae._orig_mod.<name>": ...,
-  "actor_critic.*": ...}, ...}`` (spec §6.2); only the ``mae.`` part is read here;
+  "actor_critic.*": ...}, ...}`` (original Lightning checkpoints); only the ``mae.`` part is read here;
 * an original MAE / DeiT-style file ``{"model": state_dict}`` or a bare MAE state dict, with or without the
-  ``_orig_mod.`` prefix that ``torch.compile`` adds (spec §6.1, §6.3).
+  ``_orig_mod.`` prefix that ``torch.compile`` adds (original `load_pretrained_elastic`; original `mae.py`).
 
 Our parameter names are the original's, so mapping a foreign file is stripping its prefixes. Everything is read
 with ``torch.load(weights_only=True)``: a file holding pickled code is refused, never executed.
@@ -28,16 +28,16 @@ import numpy as np
 import torch
 
 from adaglimpse_env.atomic import atomic_write
-from adaglimpse_env.models.heads import TASKS
+from adaglimpse_env.models.heads import TASKS, create_task_head, task_for_decoder
 from adaglimpse_env.models.hub import resolve_checkpoint_path
 from adaglimpse_env.models.mae import ElasticMAE, MAEConfig
 
 CHECKPOINT_FORMAT = "adaglimpse-env/elastic-mae"
 CHECKPOINT_FORMAT_VERSION = 1
 
-#: Attention heads of the original sizes, by width (spec §2.1): heads cannot be read off tensor shapes.
+#: Attention heads of the original sizes, by width (original `mae.py`): heads cannot be read off tensor shapes.
 HEADS_BY_EMBED_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}
-#: Every original factory uses 16 decoder heads (spec §2.1).
+#: Every original factory uses 16 decoder heads (original `mae.py`).
 ORIGINAL_DECODER_HEADS = 16
 #: Fixed sin-cos buffers: recomputed identically, so a file may omit them (the original deletes ``pos_embed``).
 RECOMPUTED_BUFFERS = ("pos_embed", "decoder_pos_embed")
@@ -184,9 +184,7 @@ def extract_mae_state_dict(raw: Any) -> tuple[dict[str, torch.Tensor], str]:
         mae = {k[len("mae.") :]: v for k, v in inner.items() if isinstance(k, str) and k.startswith("mae.")}
         if not mae:
             sample = ", ".join(list(inner)[:5])
-            raise CheckpointError(
-                f"A Lightning checkpoint requires MAE weights under 'mae.' (spec §6.2), got keys like {sample}"
-            )
+            raise CheckpointError(f"A Lightning checkpoint requires MAE weights under 'mae.', got keys like {sample}")
         return _strip_prefixes(_require_tensors(mae, "The Lightning checkpoint's 'mae.' weights")), "lightning"
     if "model" in raw and isinstance(raw["model"], Mapping):
         return _strip_prefixes(_require_tensors(raw["model"], "The checkpoint's 'model' dict")), "model-dict"
@@ -261,18 +259,13 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], **overrides: Any) -> MA
     return MAEConfig(**values)
 
 
-def task_for_decoder(decoder_type: str) -> str:
-    """The task an original checkpoint was trained for, from its decoder (spec §6.3 variants)."""
-    return {"standard": "reconstruction", "segment": "segmentation", "none": "classification"}[decoder_type]
-
-
 def _check_task(task: str, config: MAEConfig, source: str) -> None:
     if task not in TASKS:
         raise CheckpointError(f"task must be one of {list(TASKS)}, got {task!r}")
-    needed = {"reconstruction": "standard", "segmentation": "segment", "classification": "none"}.get(task)
-    if needed and config.decoder_type != needed:
+    head = create_task_head(task)
+    if head.needs_decoder and config.decoder_type != head.decoder_type:
         raise CheckpointError(
-            f"task={task!r} requires a checkpoint with decoder_type={needed!r}, but '{source}' has "
+            f"task={task!r} requires a checkpoint with decoder_type={head.decoder_type!r}, but '{source}' has "
             f"decoder_type={config.decoder_type!r} (a {task_for_decoder(config.decoder_type)} model)"
         )
 
@@ -302,16 +295,6 @@ def check_state_dict_fits(model: ElasticMAE, state_dict: Mapping[str, torch.Tens
                 lines.append(f"  {title}: {shown}")
         lines.append("Check the model size and task, or load the file with load_model() to infer them.")
         raise CheckpointError("\n".join(lines))
-
-
-def load_state_dict_checked(model: ElasticMAE, state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:
-    """Load a state dict with nothing missing, nothing unexpected and every shape equal, or explain why not.
-
-    Raises:
-        CheckpointError: see :func:`check_state_dict_fits`.
-    """
-    check_state_dict_fits(model, state_dict, source)
-    model.load_state_dict(dict(state_dict), strict=False)
 
 
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: str = "") -> None:

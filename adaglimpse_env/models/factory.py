@@ -1,7 +1,7 @@
 """Model factories by size, timm style: ``create_model("base", task="reconstruction")``.
 
-Sizes small/base/large are the original's (spec §2.1); tiny and micro are ours, for CPUs: tiny is the shipped
-photo reconstruction model, micro the shipped cluttered-digits classifier (fast enough for 1,000+ env steps/s).
+Sizes small/base/large are the original's (original `mae.py`); tiny and micro are ours, for CPUs: tiny is the
+shipped photo reconstruction model, micro the shipped cluttered-digits classifier.
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ MODEL_SIZES: dict[str, MAEConfig] = {
     ),
 }
 
-#: Segmentation classes of ADE20K, the original's segmentation dataset (spec §4).
-DEFAULT_SEGMENTATION_CLASSES = 150
-
 
 def model_config(
     size: str = "base",
@@ -56,11 +53,9 @@ def model_config(
         raise ValueError(f"model size must be one of {list(MODEL_SIZES)}, got {size!r}")
     if task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
-    decoder_type = create_task_head(task).decoder_type
-    out_chans = 3
-    if task == "segmentation":
-        out_chans = num_segmentation_classes or DEFAULT_SEGMENTATION_CLASSES
-    config = replace(MODEL_SIZES[size], decoder_type=decoder_type, out_chans=out_chans)  # type: ignore[arg-type]
+    head = create_task_head(task)
+    out_chans = head.decoder_out_chans(num_segmentation_classes)
+    config = replace(MODEL_SIZES[size], decoder_type=head.decoder_type, out_chans=out_chans)  # type: ignore[arg-type]
     return replace(config, **overrides) if overrides else config
 
 

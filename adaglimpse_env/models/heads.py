@@ -1,6 +1,7 @@
 """Task heads: turn the encoder latent into a prediction, a per-image score, a training loss and a metric.
 
-Spec §3.5 (scores) and §5 (metrics). The score is what the reward is built from; higher is better:
+The original's `_forward_task` (scores) and original metrics (metrics). The score is what the reward is built from;
+higher is better:
 
 ============== ============================================== =====================================
 task           score (per image)                              metric
@@ -27,7 +28,9 @@ from adaglimpse_env.normalization import to_pixels
 TaskName = Literal["reconstruction", "classification", "segmentation"]
 TASKS: tuple[TaskName, ...] = ("reconstruction", "classification", "segmentation")
 IGNORE_INDEX = 255
-"""Segmentation label of unlabelled pixels (spec §4)."""
+"""Segmentation label of unlabelled pixels (original `datasets/`)."""
+DEFAULT_SEGMENTATION_CLASSES = 150
+"""Segmentation classes of ADE20K, the original's segmentation dataset (original `datasets/`)."""
 
 
 class TaskHead(ABC):
@@ -52,11 +55,25 @@ class TaskHead(ABC):
         input-independent work; heads without a decoder ignore it.
         """
 
+    @property
+    def needs_decoder(self) -> bool:
+        """Whether the model must carry the decoder of :attr:`decoder_type` (classification reads the encoder only)."""
+        return self.decoder_type != "none"
+
+    def decoder_out_chans(self, num_segmentation_classes: int | None = None) -> int:
+        """Channels per decoded pixel of the model this head reads: 3 (RGB) unless the task predicts classes."""
+        return 3
+
     @abstractmethod
     def score(
         self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
-        """Per-image score ``(B,)`` float32, higher is better."""
+        """Per-image score ``(B,)`` float32, higher is better.
+
+        Args:
+            target: what the task compares with besides the images: ``(B,)`` int64 labels for classification,
+                ``(B, H, W)`` int64 masks for segmentation, unused (None) for reconstruction.
+        """
 
     @abstractmethod
     def loss(
@@ -101,21 +118,28 @@ class ReconstructionHead(DecoderTaskHead):
         return error.square_().flatten(1).sum(dim=1)
 
     def score(
-        self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
+        self,
+        model: ElasticMAE,
+        prediction: torch.Tensor,
+        images: torch.Tensor,
+        target: torch.Tensor | None = None,
+        *,
+        image_pixels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``-RMSE`` per image in 0-255 units (spec §3.5).
+        """``-RMSE`` per image in 0-255 units (original `_forward_task`).
 
         Args:
-            target: optional ``to_pixels(images.float())`` ``(B, 3, H, W)``, the images on the 0-255 scale, so
-                a caller scoring the same images every step computes them once (same result).
+            target: unused (reconstruction compares with the images themselves).
+            image_pixels: optional ``to_pixels(images.float())`` ``(B, 3, H, W)``, the images on the 0-255 scale,
+                so a caller scoring the same images every step converts them once (same result).
         """
         count = images[0].numel()
-        return -(self.squared_error(model, prediction, images, target) / count).sqrt()
+        return -(self.squared_error(model, prediction, images, image_pixels) / count).sqrt()
 
     def loss(
         self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
-        """Per-image MSE in normalised space, summed over the batch (spec §2.3)."""
+        """Per-image MSE in normalised space, summed over the batch (original `mae.py`)."""
         per_patch = (prediction - model.patchify(images)).square().mean(dim=-1)  # (B, G)
         return per_patch.sum() / per_patch.shape[1]
 
@@ -172,9 +196,14 @@ class SegmentationHead(DecoderTaskHead):
     name = "segmentation"
     decoder_type = "segment"
 
+    def decoder_out_chans(self, num_segmentation_classes: int | None = None) -> int:
+        """One logit per class: ``num_segmentation_classes`` (default: ADE20K's 150)."""
+        return num_segmentation_classes or DEFAULT_SEGMENTATION_CLASSES
+
     @staticmethod
     def pixel_cross_entropy(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-image mean cross-entropy ``(B,)``; ignored pixels add 0 but count in the mean (spec §3.5)."""
+        """Per-image mean cross-entropy ``(B,)``; ignored pixels add 0 but count in the mean (original
+        `_forward_task`)."""
         loss = F.cross_entropy(prediction.float(), target, reduction="none", ignore_index=IGNORE_INDEX)
         return loss.flatten(1).mean(dim=1)
 
@@ -200,6 +229,11 @@ _HEADS: dict[str, type[TaskHead]] = {
     "classification": ClassificationHead,
     "segmentation": SegmentationHead,
 }
+
+
+def task_for_decoder(decoder_type: str) -> str:
+    """The task a model was trained for, from its decoder type (original `mae.py` variants)."""
+    return next(name for name, head in _HEADS.items() if head.decoder_type == decoder_type)
 
 
 def create_task_head(task: str) -> TaskHead:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 HF_HUB_PREFIX = "hf-hub:"
 
-#: Public repositories of the paper's models (spec §6.2). Their file lists were not available offline when
-#: this was written; name the file explicitly, e.g. ``hf-hub:apardyl/AdaGlimpse/<file>.ckpt``.
+#: Public repositories of the paper's models (original Lightning checkpoints). Their file lists were not available
+#: offline when this was written; name the file explicitly, e.g. ``hf-hub:apardyl/AdaGlimpse/<file>.ckpt``.
 KNOWN_HUB_REPOS: dict[str, str] = {
     "apardyl/AdaGlimpse": "trained AdaGlimpse Lightning checkpoints (MAE under mae._orig_mod.*, SAC actor)",
 }

@@ -1,7 +1,7 @@
 """The elastic MAE: a ViT encoder over tokens of arbitrary pixel boxes, with an MAE decoder and task heads.
 
-Spec §2. Module and parameter names equal the original's (spec §6.3), so an original state dict loads with
-nothing but its prefix stripped (see :mod:`adaglimpse_env.models.checkpoint`).
+The original's `mae.py`. Module and parameter names equal the original's (original `mae.py`), so an original state dict
+loads with nothing but its prefix stripped (see :mod:`adaglimpse_env.models.checkpoint`).
 
 Stages, as in timm and MAE:
 
@@ -27,7 +27,7 @@ from adaglimpse_env.models.pos_embed import box_sincos_embed, decoder_sincos_emb
 DecoderType = Literal["standard", "segment", "none"]
 
 PAD_LOGIT = -1e8
-"""Added to the attention logits of empty token slots (spec §2.1)."""
+"""Added to the attention logits of empty token slots (original `mae.py`)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,8 @@ class EncoderOutput:
 
     Attributes:
         latent: ``(B, 1 + n, D)`` final-normed tokens, cls first.
-        aux_latent: ``(B, 1 + n, D)`` input of block ``aux_latent_layer`` (not normed), or None (spec §2.4).
+        aux_latent: ``(B, 1 + n, D)`` input of block ``aux_latent_layer`` (not normed), or None (original
+            `aux_latent_layer`).
         attentions: per block ``(B, heads, 1 + n, 1 + n)`` softmax attention, when requested.
     """
 
@@ -150,7 +151,7 @@ class ConstantTokens:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention whose padded tokens are masked as keys only (spec §2.1).
+    """Multi-head self-attention whose padded tokens are masked as keys only (original `mae.py`).
 
     Args:
         dim: token width.
@@ -172,7 +173,7 @@ class Attention(nn.Module):
         Args:
             x: ``(B, T, dim)``, token 0 is the cls token.
             pad_mask: ``(B, T - 1, 1)`` float or bool, 1 = empty slot; only keys ``1:`` are masked, the cls key
-                never is, and masked tokens still act as queries (spec §2.1).
+                never is, and masked tokens still act as queries (original `mae.py`).
             return_attention: also return the softmax attention ``(B, heads, T, T)``.
 
         Returns:
@@ -225,7 +226,7 @@ class Attention(nn.Module):
 
 
 class LayerScaleBlock(nn.Module):
-    """Pre-norm transformer block with per-channel LayerScale, DeiT-III style (spec §2.1).
+    """Pre-norm transformer block with per-channel LayerScale, DeiT-III style (original `mae.py`).
 
     ``x = x + gamma_1 * attn(norm1(x)); x = x + gamma_2 * mlp(norm2(x))``.
 
@@ -327,7 +328,7 @@ class PatchEmbed(nn.Module):
 
 
 class SegmentationUpHead(nn.Module):
-    """Conv up-sampling head from the decoder's token grid to full-resolution logits (spec §2.1).
+    """Conv up-sampling head from the decoder's token grid to full-resolution logits (original `mae.py`).
 
     Layer indices inside ``conv_head`` match the original's keys (convs at 0, 4, 8, 12, 16, 19).
 
@@ -361,7 +362,7 @@ class SegmentationUpHead(nn.Module):
 
 
 class ElasticMAE(nn.Module):
-    """ViT encoder over arbitrary-box tokens with MAE decoder and classifier head (spec §2).
+    """ViT encoder over arbitrary-box tokens with MAE decoder and classifier head (original `mae.py`).
 
     Args:
         config: the architecture.
@@ -404,7 +405,7 @@ class ElasticMAE(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # spec §2.1 "Init": xavier for Linear and the flattened patch projection, N(0, 0.02) tokens.
+        # original `mae.py` "Init": xavier for Linear and the flattened patch projection, N(0, 0.02) tokens.
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -428,14 +429,15 @@ class ElasticMAE(nn.Module):
         aux_latent_layer: int | None = None,
         return_attention: bool = False,
     ) -> EncoderOutput:
-        """Encode the tokens gathered so far (spec §2.3): :meth:`embed_tokens`, then :meth:`encode_tokens`.
+        """Encode the tokens gathered so far (original `mae.py`): :meth:`embed_tokens`, then :meth:`encode_tokens`.
 
         Args:
             patches: ``(B, n, C, p, p)`` native patches (``n`` may be 0), or a ``(B, C, H, W)`` image, which is
                 embedded on the regular grid with the fixed grid positional embedding.
             boxes: ``(B, n, 4)`` pixel boxes ``(y1, x1, y2, x2)`` of the patches; required for patches.
             pad_mask: ``(B, n, 1)`` 1 = empty slot, masked as attention keys.
-            aux_latent_layer: also return the input of this block (spec §2.4); ignored if ``>= depth``.
+            aux_latent_layer: also return the input of this block (original `aux_latent_layer`); ignored if
+                ``>= depth``.
             return_attention: keep every block's attention for :func:`attention_rollout`.
 
         Returns:
@@ -453,7 +455,7 @@ class ElasticMAE(nn.Module):
         """Patch tokens as they enter the first block: patch embedding plus the "2D+" embedding of their boxes.
 
         Each token depends on its own patch and box only, so an episode can embed each glimpse once and keep its
-        tokens for the later steps (spec §2.5 re-encodes everything, but this part never changes).
+        tokens for the later steps (original `forward_game_state` re-encodes everything, but this part never changes).
 
         Args:
             patches: ``(B, n, C, p, p)`` native patches.
@@ -522,7 +524,7 @@ class ElasticMAE(nn.Module):
         pad_mask: torch.Tensor | None = None,
         constants: ConstantTokens | None = None,
     ) -> torch.Tensor:
-        """Predict the whole image from the encoded tokens (spec §2.3, the ``mask=None`` path).
+        """Predict the whole image from the encoded tokens (original `mae.py`, the ``mask=None`` path).
 
         Visible tokens get no decoder positional embedding; the ``G`` grid queries are mask tokens plus the fixed
         2-D embedding. The original never masks padded tokens here (its padded slots belong to finished
@@ -600,7 +602,7 @@ class ElasticMAE(nn.Module):
 def attention_rollout(
     attentions: list[torch.Tensor], discard_ratio: float = 0.5, num_valid: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Importance of each patch token for the cls token, by attention rollout (spec §2.3).
+    """Importance of each patch token for the cls token, by attention rollout (original `mae.py`).
 
     Per block: mean over heads, zero the ``int(T*T*discard_ratio)`` smallest entries (never ``[cls, cls]``),
     add the identity, row-normalise and chain. The cls row over the patch tokens is soft-maxed, so the result

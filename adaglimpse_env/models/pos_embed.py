@@ -1,7 +1,7 @@
 """Sin-cos positional embeddings for arbitrary pixel boxes ("2D+") and for the decoder's fixed grid.
 
-Spec §2.2. All encoder embeddings are computed in float32 with torch, like the original, so that a box on the
-16-px grid gets exactly the row of the grid embedding.
+The original's `mae_utils.py`. All encoder embeddings are computed in float32 with torch, like the original, so that a
+box on the 16-px grid gets exactly the row of the grid embedding.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
 
 
 def box_sincos_embed(dim: int, boxes: torch.Tensor, patch_size: int = 16) -> torch.Tensor:
-    """The encoder's "2D+" embedding of pixel boxes (spec §2.2).
+    """The encoder's "2D+" embedding of pixel boxes (original `mae_utils.py`).
 
     Each corner coordinate, divided by ``patch_size``, gets a ``dim / 4`` sin-cos embedding; the four are
     concatenated in the order ``y1, x1, y2, x2``.
@@ -80,7 +80,7 @@ def grid_sincos_embed(dim: int, grid_size: tuple[int, int]) -> torch.Tensor:
 
 
 def decoder_sincos_embed(dim: int, grid_size: tuple[int, int], cls_token: bool = True) -> torch.Tensor:
-    """The decoder's standard MAE 2-D sin-cos grid embedding (spec §2.2).
+    """The decoder's standard MAE 2-D sin-cos grid embedding (original `mae_utils.py`).
 
     The first ``dim / 2`` channels encode the column (x) and the second ``dim / 2`` the row (y), as in MAE.
     Computed in float64 (MAE uses numpy) and returned as float32.

@@ -1,4 +1,5 @@
-"""The original ActorNet's state-dict layout (spec §6.4), written out by hand once for the agent tests."""
+"""The original ActorNet's state-dict layout (original `actor_critic.py`), written out by hand once for the agent
+tests."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ D = 192
 
 
 def original_actor_shapes(embed_dim: int = D) -> dict[str, tuple[int, ...]]:
-    """Spec §6.4 ActorNet state dict, written out by hand."""
+    """The original's `actor_critic.py` ActorNet state dict, written out by hand."""
     shapes: dict[str, tuple[int, ...]] = {}
     for i, d_in in enumerate((32, 1, 4, embed_dim)):
         shapes |= {

@@ -1,4 +1,5 @@
-"""The SB3 trunk mirrors the original actor/critic trunk: shapes, masking, names and sizes (spec §3.2, §6.4)."""
+"""The SB3 trunk mirrors the original actor/critic trunk: shapes, masking, names and sizes (original
+`actor_critic.py`)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def test_empty_slots_do_not_change_the_output_in_eval_mode() -> None:
 
 
 def test_empty_patches_move_batchnorm_statistics_in_train_mode() -> None:
-    # Spec §8.8: the patch CNN's BatchNorm sees every slot, empty ones included (the original's quirk).
+    # The original's `actor_critic.py`: the patch CNN's BatchNorm sees every slot, empty ones included (the original's
+    # quirk).
     space = full_space()
     torch.manual_seed(0)
     extractor = GlimpseFeaturesExtractor(space).train()
@@ -81,7 +83,7 @@ def test_empty_patches_move_batchnorm_statistics_in_train_mode() -> None:
 
 
 def test_parameter_names_and_shapes_match_the_original_trunk() -> None:
-    # Spec §6.4, ActorNet without its head, D = 192.
+    # The original's `actor_critic.py`, ActorNet without its head, D = 192.
     expected = {k: v for k, v in original_actor_shapes(192).items() if not k.startswith("head.")}
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     expected_parameters = {k: v for k, v in expected.items() if not k.endswith(buffer_names)}
@@ -95,7 +97,8 @@ def test_parameter_names_and_shapes_match_the_original_trunk() -> None:
 
 
 def test_sac_actor_has_the_original_actor_parameter_count() -> None:
-    # Spec §3.2: with D = 384 the original actor has 395,870 parameters; its head.2 (6, 256) is our mu + log_std.
+    # The original's `actor_critic.py`: with D = 384 the original actor has 395,870 parameters; its head.2 (6, 256) is
+    # our mu + log_std.
     policy = SACPolicy(full_space(P, 384), action_space(), lambda _: 1e-3, **sac_policy_kwargs())
     actor = policy.actor
     assert isinstance(actor.features_extractor, GlimpseFeaturesExtractor)

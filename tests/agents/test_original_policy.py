@@ -1,4 +1,5 @@
-"""An original AdaGlimpse actor, loaded into SB3 SAC, acts like the original's deterministic mode (spec §3.2)."""
+"""An original AdaGlimpse actor, loaded into SB3 SAC, acts like the original's deterministic mode (original
+`actor_critic.py`)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def original_actor(embed_dim: int = D, seed: int = 0) -> dict[str, torch.Tensor]
 
 
 def lightning_checkpoint(actor: dict[str, torch.Tensor], **hyper_parameters: Any) -> dict[str, Any]:
-    """The spec §6.2 layout: the actor twice, plus MAE and critic entries that must be ignored."""
+    """The original Lightning checkpoints layout: the actor twice, plus MAE and critic entries that must be ignored."""
     state_dict: dict[str, torch.Tensor] = {"mae._orig_mod.cls_token": torch.zeros(1, 1, D)}
     state_dict |= {f"actor_critic.actor_net.{k}": v for k, v in actor.items()}
     state_dict |= {f"actor_critic.policy_module.module.0.module.{k}": v.clone() for k, v in actor.items()}
@@ -183,3 +184,24 @@ def test_policy_without_the_original_head_is_rejected() -> None:
     policy = SACPolicy(observation_space("full", P, D, (224, 224)), action_space(), lambda _: 1e-3, **kwargs)
     with pytest.raises(ValueError, match="original actor head"):
         load_original_actor(policy, original_actor())
+
+
+def test_original_policy_on_a_vector_env_reads_its_single_spaces(env: Any, tmp_path: Path) -> None:
+    # evaluate.py / visualize_episode.py load `original:<ckpt>` for a GlimpseVectorEnv, whose observation_space is
+    # batched: the policy must be built on single_observation_space and act like the original on each env.
+    from agents.original_policy import load_original_policy
+    from agents.policies import load_policy
+
+    actor = original_actor(seed=1)
+    path = tmp_path / "adaglimpse.ckpt"
+    torch.save(lightning_checkpoint(actor, num_glimpses=NUM_GLIMPSES, glimpse_grid_size=GRID), path)
+    vector_env = env.vector_env  # num_envs=1: batched spaces differ from the single ones by a leading 1
+    policy = load_original_policy(path, vector_env)
+    assert policy.observation_space == vector_env.single_observation_space
+    observation, _ = vector_env.reset(seed=0)
+    observation, *_ = vector_env.step(np.zeros((1, 3), dtype=np.float32))
+    for loaded in (policy, load_policy(f"original:{path}", vector_env)):
+        action, _ = loaded.predict(observation, deterministic=True)
+        assert action.shape == (1, 3)
+        first = {key: value[0] for key, value in observation.items()}
+        np.testing.assert_allclose(action[0], manual_original_action(actor, first), atol=1e-5, rtol=0)

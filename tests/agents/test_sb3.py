@@ -126,3 +126,39 @@ def test_one_cycle_cosine_schedule() -> None:
 
 def test_tiny_checkpoint_fixture_loads(tiny_checkpoint: Path) -> None:
     assert load_model(tiny_checkpoint).task == "reconstruction"
+
+
+def test_reset_passes_the_options_set_by_set_options() -> None:
+    # SB3's VecEnv.set_options() stores options for the next reset; the adapter used to drop them.
+    from types import SimpleNamespace
+
+    from gymnasium.vector import AutoresetMode
+
+    from adaglimpse_env.envs.spaces import action_space, observation_space
+    from agents.sb3_adapter import GlimpseSB3VecEnv
+
+    calls: list[dict] = []
+    space = observation_space("flat", 4, 8, (32, 32))
+
+    def reset(seed: int | None = None, options: dict | None = None) -> tuple:
+        calls.append({"seed": seed, "options": options})
+        return np.zeros((2, *space.shape)), {"score": np.zeros(2)}
+
+    fake = SimpleNamespace(
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        num_envs=2,
+        render_mode=None,
+        single_observation_space=space,
+        single_action_space=action_space(),
+        reset=reset,
+    )
+    venv = GlimpseSB3VecEnv(fake)  # type: ignore[arg-type]
+    mask = np.array([True, False])
+    venv.set_options({"reset_mask": mask})
+    venv.reset()
+    assert calls[-1]["options"] is not None and calls[-1]["options"]["reset_mask"].tolist() == [True, False]
+    venv.reset()  # options apply to one reset, as SB3's own VecEnvs
+    assert calls[-1]["options"] is None
+    venv.set_options([{"reset_mask": mask}, {"reset_mask": ~mask}])
+    with pytest.raises(ValueError, match="same options for every env"):
+        venv.reset()

@@ -1,4 +1,5 @@
-"""Dataset folder layouts (spec §4): any image folder, ImageNet, ADE20K, COCO 2014, SUN360, the bundled photos."""
+"""Dataset folder layouts (original `datasets/`): any image folder, ImageNet, ADE20K, COCO 2014, SUN360, the bundled
+photos."""
 
 from __future__ import annotations
 

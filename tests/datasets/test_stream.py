@@ -174,3 +174,14 @@ def test_half_corrupt_shuffled_stream_does_not_give_up(tmp_path: Path, make_imag
         for seed in range(20):
             # Every epoch holds 3 readable files, so 60 samples must always be found.
             assert len(ImageStream(source, seed=seed).next_samples(60)) == 60
+
+
+def test_close_stops_the_decoding_workers(good_folder: Path) -> None:
+    stream = ImageStream(image_folder(good_folder, transform=SMALL_TRAIN), num_workers=2, prefetch_factor=2)
+    first = stream.next_samples(2)
+    workers = list(stream._iterator._workers)  # type: ignore[union-attr]
+    assert workers and all(worker.is_alive() for worker in workers)
+    stream.close()
+    assert not any(worker.is_alive() for worker in workers)
+    assert indices(stream.next_samples(2)) == indices(first)  # a closed stream restarts its seed's order
+    stream.close()

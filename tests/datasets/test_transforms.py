@@ -1,4 +1,4 @@
-"""Seeded resize/crop/flip of images and masks (spec §4 default transforms)."""
+"""Seeded resize/crop/flip of images and masks (original `datasets/` default transforms)."""
 
 from __future__ import annotations
 

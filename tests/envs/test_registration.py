@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -98,8 +99,23 @@ def test_environment_variables_and_checkpoint_path(
     monkeypatch.setenv("ADAGLIMPSE_COCO_ROOT", str(data_root / "coco"))
     monkeypatch.setenv("ADAGLIMPSE_COCO_RECONSTRUCTION_CHECKPOINT", str(tmp_path / "rec.pt"))
     env = gym.make("AdaGlimpse-COCO-Reconstruction-v0", num_glimpses=1)
-    env.reset(seed=0)
+    observation, info = env.reset(seed=0)
+    inner = env.unwrapped.vector_env  # type: ignore[attr-defined]
+    # The data folder and the checkpoint came from the environment variables.
+    assert str(data_root / "coco") in inner.image_source.description
+    saved = models["reconstruction"].state_dict()
+    assert all(torch.equal(value.cpu(), saved[key]) for key, value in inner.model.state_dict().items())
+    assert observation["latent"].shape == (5, models["reconstruction"].config.embed_dim)
+    assert np.isfinite(info["score"])
     env.close()
+
+
+def test_make_vec_refuses_a_max_episode_steps_it_cannot_honour(data_root: Path, models: dict) -> None:
+    kwargs = {"data_root": str(data_root / "coco"), "checkpoint": models["reconstruction"], "num_glimpses": 4}
+    with pytest.raises(ValueError, match=r"max_episode_steps >= num_glimpses=4.*num_glimpses=2"):
+        gym.make_vec("AdaGlimpse-COCO-Reconstruction-v0", num_envs=1, max_episode_steps=2, **kwargs)
+    env = gym.make_vec("AdaGlimpse-COCO-Reconstruction-v0", num_envs=1, max_episode_steps=4, **kwargs)
+    env.close()  # a limit the glimpse budget already enforces is accepted
 
 
 def test_wrong_task_checkpoint_is_refused(data_root: Path, models: dict) -> None:

@@ -1,4 +1,5 @@
-"""Checkpoint loading: the original layouts (spec §6.2, §6.3), our own format, and every way a file can be wrong."""
+"""Checkpoint loading: the original layouts (original Lightning checkpoints; original `mae.py`), our own format, and
+every way a file can be wrong."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ D, DEPTH, DD, DDEPTH, CLASSES = 192, 2, 128, 1, 1000
 
 
 def original_state_dict(decoder_type: str = "standard", seg_classes: int = 5, seed: int = 0) -> dict:
-    """A state dict with exactly the original's names and shapes (spec §6.3), written out by hand."""
+    """A state dict with exactly the original's names and shapes (original `mae.py`), written out by hand."""
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape: int) -> torch.Tensor:
@@ -84,7 +85,7 @@ def original_state_dict(decoder_type: str = "standard", seg_classes: int = 5, se
 
 
 def manual_encoder(sd: dict, patches: torch.Tensor, boxes: torch.Tensor, heads: int = 3) -> torch.Tensor:
-    """Spec §2.1/§2.3 encoder written directly on the raw state dict (no pad mask)."""
+    """The original's `mae.py` encoder written directly on the raw state dict (no pad mask)."""
     batch, num = patches.shape[:2]
     x = F.conv2d(patches.reshape(batch * num, 3, 16, 16), sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"])
     x = x.reshape(batch, num, D) + box_sincos_embed(D, boxes)
@@ -112,7 +113,8 @@ def random_tokens(batch: int = 2, num: int = 8) -> tuple[torch.Tensor, torch.Ten
 
 
 def lightning_checkpoint(sd: dict) -> dict:
-    """The trained-model layout of spec §6.2: MAE under mae._orig_mod., plus agent and Lightning bookkeeping."""
+    """The trained-model layout of original Lightning checkpoints: MAE under mae._orig_mod., plus agent and Lightning
+    bookkeeping."""
     state = {f"mae._orig_mod.{k}": v for k, v in sd.items()}
     state["actor_critic.actor_net.head.2.weight"] = torch.zeros(6, 256)
     state["rl_loss_module.log_alpha"] = torch.zeros(())
@@ -158,7 +160,8 @@ def test_original_layouts_load_cleanly_and_match_manual_forward(tmp_path: Path, 
 
 
 def test_original_file_without_fixed_buffers_loads(tmp_path: Path) -> None:
-    # The original deletes pos_embed on elastic loading (spec §6.1): we recompute both sin-cos buffers.
+    # The original deletes pos_embed on elastic loading (original `load_pretrained_elastic`): we recompute both sin-cos
+    # buffers.
     sd = original_state_dict("standard")
     del sd["pos_embed"], sd["decoder_pos_embed"]
     torch.save({"model": sd}, tmp_path / "elastic.pth")

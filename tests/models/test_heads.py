@@ -1,4 +1,4 @@
-"""Task heads (spec §3.5): per-image scores and training losses."""
+"""Task heads (original `_forward_task`): per-image scores and training losses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model's inference shortcuts give the reference forward's numbers (spec §2.3 is the reference).
+"""The model's inference shortcuts give the reference forward's numbers (original `mae.py` is the reference).
 
 Shortcuts: tokens embedded once per glimpse (:meth:`ElasticMAE.embed_tokens` + :meth:`ElasticMAE.encode_tokens`),
 decoder constants computed once (:meth:`ElasticMAE.decoder_constants`), and a last decoder block that computes
@@ -139,5 +139,5 @@ def test_reconstruction_score_with_cached_pixels_is_identical() -> None:
     with torch.no_grad():
         prediction = head.predict(model, model.forward_encoder(*random_glimpse_tokens(3, 4)).latent)
         fresh = head.score(model, prediction, images, None)
-        cached = head.score(model, prediction, images, to_pixels(images))
+        cached = head.score(model, prediction, images, image_pixels=to_pixels(images))
     assert torch.equal(fresh, cached)

@@ -1,4 +1,4 @@
-"""The elastic MAE (spec §2): encoder, decoder, pixel layout, attention rollout, factory sizes and config."""
+"""The elastic MAE (original `mae.py`): encoder, decoder, pixel layout, attention rollout, factory sizes and config."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def image_to_grid_patches(images: torch.Tensor) -> torch.Tensor:
 
 
 def reference_rollout(attentions: list[torch.Tensor], discard_ratio: float = 0.5) -> torch.Tensor:
-    """Straightforward per-image attention rollout, float64 (spec §2.3)."""
+    """Straightforward per-image attention rollout, float64 (original `mae.py`)."""
     batch, _, tokens, _ = attentions[0].shape
     out = torch.zeros(batch, tokens - 1, 1, dtype=torch.float64)
     eye = torch.eye(tokens, dtype=torch.float64)
@@ -339,7 +339,7 @@ def test_standard_decoder_matches_manual(num_tokens: int) -> None:
 
 
 def test_decoder_does_not_mask_padded_tokens() -> None:
-    # padded tokens are NOT masked in the decoder (spec §2.3): their latents influence the prediction
+    # padded tokens are NOT masked in the decoder (original `mae.py`): their latents influence the prediction
     model = tiny()
     latent = torch.randn(1, 4, 192)
     other = latent.clone()
@@ -471,7 +471,7 @@ def test_attention_rollout_from_encoder() -> None:
 
 # ------------------------------------------------------------------------------------------------ factory
 def base_state_dict_spec(decoder: str, classes: int = 3) -> dict[str, tuple[int, ...]]:
-    """Spec §6.3 names and shapes for the 'base' MAE."""
+    """The original's `mae.py` names and shapes for the 'base' MAE."""
     spec: dict[str, tuple[int, ...]] = {
         "cls_token": (1, 1, 768),
         "pos_embed": (1, 196, 768),

@@ -1,4 +1,5 @@
-"""Positional embeddings (spec §2.2): the encoder's "2D+" box embedding and the decoder's MAE grid embedding."""
+"""Positional embeddings (original `mae_utils.py`): the encoder's "2D+" box embedding and the decoder's MAE grid
+embedding."""
 
 from __future__ import annotations
 

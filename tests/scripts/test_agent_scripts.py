@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,17 @@ def sac_args(env_args: list[str], output: Path, total: int) -> list[str]:
     ]  # fmt: skip
 
 
+def tensorboard_tags(folder: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for events in folder.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"images": 1, "scalars": 1})
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"]) | set(accumulator.Tags()["images"])
+    return tags
+
+
 def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_path: Path) -> None:
     assert train_sac.main(sac_args(env_args, tmp_path, 32)) == 0
     progress = json.loads((tmp_path / "progress.json").read_text())
@@ -51,6 +63,42 @@ def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_pat
     summary = json.loads((tmp_path / "evaluation.json").read_text())
     assert summary["num_timesteps"] == 32 and len(summary["evaluations"][-1]["metric_by_glimpse"]) == 3
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+    # Every TensorBoard tag the README promises: episode return, final score, task metric and pixels seen of
+    # training episodes; the held-out metric after each glimpse; losses; the entropy coefficient; the pictures.
+    tags = tensorboard_tags(tmp_path / "tensorboard")
+    readme = (SCRIPTS.parent / "README.md").read_text()
+    pictures = {tag.replace("<metric>", "rmse") for tag in re.findall(r"`(eval/[a-z_<>]+)`", readme)}
+    assert pictures == {"eval/episodes", "eval/rmse_by_glimpse", "eval/where_it_looks"}
+    expected = {
+        "rollout/ep_rew_mean", "episode/final_score", "episode/rmse", "episode/pixel_fraction",
+        "eval/rmse_after_00_glimpses", "eval/rmse_after_02_glimpses", "eval/final_score",
+        "train/actor_loss", "train/critic_loss", "train/ent_coef", *pictures,
+    }  # fmt: skip
+    assert expected <= tags, sorted(expected - tags)
+
+
+@pytest.mark.parametrize("observation", ["latent", "flat"])
+def test_train_sac_trains_every_preset_and_exports_a_pickle_free_actor(
+    env_args: list[str], tmp_path: Path, observation: str
+) -> None:
+    # 'latent' gets the original trunk over its streams, 'flat' SB3's MLP; both end with agent.pt + agent.json.
+    import gymnasium as gym
+
+    from agents.shipped import load_agent
+
+    assert train_sac.main(sac_args([*env_args, f"observation={observation}"], tmp_path, 32)) == 0
+    settings = json.loads((tmp_path / "agent.json").read_text())
+    assert settings["observation"] == observation and settings["num_timesteps"] == 32
+    assert "agent.pt" in json.loads((tmp_path / "run_manifest.json").read_text())["files"]
+    from agents.config import parse_key_values
+
+    kwargs = parse_key_values(env_args[env_args.index("--env-kwargs") + 1 :])
+    env = gym.make_vec(settings["env_id"], num_envs=2, split="val", observation=observation, **kwargs)
+    observations, _ = env.reset(seed=0)
+    actions, _ = load_agent(tmp_path / "agent.pt", env).predict(observations, deterministic=True)
+    assert actions.shape == (2, 3)
+    env.close()
 
 
 def test_killed_run_resumes_from_last_checkpoint(env_args: list[str], tmp_path: Path) -> None:
@@ -85,6 +133,13 @@ def test_evaluate_prints_table_and_writes_files(env_args: list[str], tmp_path: P
     assert [r["policy"] for r in rows] == ["random", "raster", "mean-image predictor"]
     assert all(len(r["metric_by_glimpse"]) == 3 for r in rows)
     assert (tmp_path / "results.csv").read_text().startswith("policy,final_score")
+
+
+def test_evaluate_takes_the_split_from_env_kwargs(env_args: list[str], tmp_path: Path, capsys) -> None:
+    args = [*env_args, "split=train", "--policies", "random", "--episodes", "2", "--num-envs", "2",
+            "--output", str(tmp_path / "results")]  # fmt: skip
+    assert evaluate.main(args) == 0  # was: "got multiple values for keyword argument 'split'"
+    assert "train split" in capsys.readouterr().out  # --env-kwargs wins over --split (default val)
 
 
 def test_benchmark_agents_table(env_args: list[str], tmp_path: Path, capsys) -> None:
