@@ -11,7 +11,7 @@ from PIL import Image
 from adaglimpse_env.models import ElasticMAE, create_model
 
 
-def tiny_model(task: str = "reconstruction", seed: int = 0, num_segmentation_classes: int = 4) -> ElasticMAE:
+def tiny_model(task: str = "reconstruction", seed: int = 0, num_segmentation_classes: int = 150) -> ElasticMAE:
     """A 1-block tiny model whose LayerScale is large enough that glimpses change its predictions."""
     torch.manual_seed(seed)
     model = create_model(

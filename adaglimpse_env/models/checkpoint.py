@@ -263,7 +263,9 @@ def _check_task(task: str, config: MAEConfig, source: str) -> None:
     if task not in TASKS:
         raise CheckpointError(f"task must be one of {list(TASKS)}, got {task!r}")
     head = create_task_head(task)
-    if head.needs_decoder and config.decoder_type != head.decoder_type:
+    # Classification too: a checkpoint with a decoder is a reconstruction or segmentation model whose classifier
+    # head was never trained, which would drive the rewards with noise.
+    if config.decoder_type != head.decoder_type:
         raise CheckpointError(
             f"task={task!r} requires a checkpoint with decoder_type={head.decoder_type!r}, but '{source}' has "
             f"decoder_type={config.decoder_type!r} (a {task_for_decoder(config.decoder_type)} model)"

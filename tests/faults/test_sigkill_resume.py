@@ -27,7 +27,7 @@ KILLS = 6
 RESUMED = re.compile(r"resumed .* at (\d+) env steps \(replay buffer: (\d+) transitions\)")
 CHECKPOINT_FILE = re.compile(r"(model_(\d+)\.zip|replay_buffer_(\d+)\.npz)")
 TOP_LEVEL = {"config.json", "progress.json", "model.zip", "replay_buffer.npz", "evaluation.json", "tensorboard",
-             "checkpoints", "run_manifest.json"}  # fmt: skip
+             "checkpoints", "run_manifest.json", "agent.pt", "agent.json"}  # fmt: skip
 
 
 def transitions(buffer: Any) -> int:
