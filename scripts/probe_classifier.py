@@ -80,7 +80,7 @@ def probe(env: GlimpseVectorEnv, num_scenes: int, batch_size: int = 100) -> dict
     return {name: hits / num_scenes for name, hits in correct.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="AdaGlimpse-ClutteredDigits-v0", help="a find-and-zoom id")
     parser.add_argument("--checkpoint", default=None, help="classifier to probe (default: the id's shipped one)")
@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scenes < 1:
         parser.error(f"--scenes must be >= 1, got {args.scenes}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     kwargs = {"checkpoint": args.checkpoint} if args.checkpoint else {}
     env = gym.make_vec(args.env_id, num_envs=1, split="val", num_val_scenes=args.scenes, **kwargs)
     if not isinstance(env, GlimpseVectorEnv) or not hasattr(env.image_source, "config"):
