@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from adaglimpse_env.models.heads import TASKS
@@ -50,6 +51,15 @@ class EpisodeConfig:
             raise ValueError(f"num_glimpses must be a positive int, got {self.num_glimpses!r}")
         if not isinstance(self.grid_size, int) or self.grid_size < 1:
             raise ValueError(f"grid_size must be a positive int, got {self.grid_size!r}")
+        if self.early_stop_threshold is not None and (
+            isinstance(self.early_stop_threshold, bool)
+            or not isinstance(self.early_stop_threshold, int | float)
+            or not math.isfinite(self.early_stop_threshold)
+        ):
+            raise ValueError(
+                f"early_stop_threshold must be a finite number (a score, e.g. 0.9 true-class probability) or None, "
+                f"got {self.early_stop_threshold!r}"
+            )
         if not 0.0 < self.max_glimpse_ratio <= 1.0:
             raise ValueError(f"max_glimpse_ratio must be in (0, 1], got {self.max_glimpse_ratio}")
         if self.reward not in REWARD_TYPES:

@@ -52,6 +52,11 @@ def validate_actions(actions: Any, num_envs: int, device: torch.device) -> tuple
 def _validate_tensor_actions(
     actions: torch.Tensor, num_envs: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    if actions.is_meta or actions.layout != torch.strided:
+        raise ValueError(
+            f"GlimpseVectorEnv.step requires actions as a dense tensor with data, shape ({num_envs}, 3), got a "
+            f"{'meta' if actions.is_meta else str(actions.layout)} tensor; pass actions.to_dense() or a numpy array"
+        )
     if actions.dtype == torch.bool or actions.is_complex():
         raise ValueError(
             f"GlimpseVectorEnv.step requires real numeric actions of shape ({num_envs}, 3), "

@@ -90,6 +90,8 @@ class EpisodeBuffers:
         self.crops = torch.full((b, episode.num_glimpses, 4), -1, dtype=torch.long, device=dev)
         self.clipped = torch.zeros(b, dtype=torch.long, device=dev)
         self.glimpses = np.zeros(b, dtype=np.int64)
+        #: Index of each env's image in its source (host copy, for error messages).
+        self.sample_index = np.full(b, -1, dtype=np.int64)
         self.all_rows = torch.arange(b, device=dev)
 
     def rows(self, rows: np.ndarray) -> Rows:
@@ -109,6 +111,7 @@ class EpisodeBuffers:
         if self.image_pixels is not None:
             self.image_pixels[index] = to_pixels(images.float())
         self.labels[index] = upload(torch.stack([s["label"] for s in samples]), self.device)
+        self.sample_index[rows] = [int(s["index"]) for s in samples]
         if "target_box" in samples[0]:
             self.target_boxes[index] = upload(torch.stack([s["target_box"] for s in samples]), self.device)
         if self.masks is not None:

@@ -26,7 +26,7 @@ from adaglimpse_env.envs.episode_buffers import EpisodeBuffers, upload
 from adaglimpse_env.envs.lookahead import score_candidate_glimpses
 from adaglimpse_env.envs.model_runner import FrozenModelRunner, ModelEvaluation
 from adaglimpse_env.envs.spaces import action_space, observation_space
-from adaglimpse_env.glimpse import action_to_unit, compute_glimpse_boxes, extract_patches
+from adaglimpse_env.glimpse import action_to_unit, compute_glimpse_boxes, extract_patches, glimpse_size_range
 from adaglimpse_env.models.heads import TaskHead
 from adaglimpse_env.models.mae import ElasticMAE
 from adaglimpse_env.tasks import Task, get_task
@@ -63,9 +63,10 @@ class GlimpseVectorEnv(VectorEnv):
             ``pixel_fraction``, ``num_clipped_actions`` and the task metric) are then fresh torch tensors on
             ``device``; the host bookkeeping (``num_glimpses``, ``early_stopped``, ``num_skipped_images``) and
             the ``_key`` masks stay numpy. Actions may be numpy arrays or tensors on any device, in either mode.
-            The env's own code in a torch step never waits for the device, except to check tensor actions for
-            NaN/inf (one bool) and, with ``early_stop_threshold``, to read which envs stopped (episode lengths set
-            the next step's shapes). The helpers it calls do not wait either: the ImageNet statistics of
+            The env's own code in a torch step never waits for the device, except to check tensor actions for NaN/inf
+            (one bool), to check that every score is finite (one bool) and, with ``early_stop_threshold``, to read which
+            envs stopped (episode lengths set the next step's shapes). The helpers it calls do not wait either: the
+            ImageNet statistics of
             :func:`~adaglimpse_env.normalization.to_pixels` are cached per device and dtype, and the segmentation
             confusion matrix is a fixed-size ``scatter_add_``.
         autocast_dtype: ``None`` (float32) or ``"bfloat16"`` / ``"float16"``: run the frozen model's encoder and
@@ -106,7 +107,7 @@ class GlimpseVectorEnv(VectorEnv):
         compile_model: bool = False,
         incremental: bool = True,
     ) -> None:
-        if not isinstance(num_envs, int) or num_envs < 1:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"GlimpseVectorEnv requires num_envs >= 1, got {num_envs!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -134,6 +135,8 @@ class GlimpseVectorEnv(VectorEnv):
         height, width = model.config.img_size
         if height != width:
             raise ValueError(f"GlimpseVectorEnv requires a square model input, got img_size={model.config.img_size}")
+        # The smallest glimpse (16 * grid_size px) must fit in the image: fail here, not at the first step.
+        glimpse_size_range((height, width), int(self.episode.grid_size or 2), self.episode.max_glimpse_ratio)
         if image_source.transform.size != height:
             raise ValueError(
                 f"The image source produces {image_source.transform.size} px images but the model expects {height} px; "
@@ -312,6 +315,14 @@ class GlimpseVectorEnv(VectorEnv):
         """Stop the decoding workers."""
         self.stream.close()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # An env holds a frozen model on a device, decoding workers and a live image stream: none survives a
+        # pickle round trip, and half-restored envs would fail far from here.
+        raise TypeError(
+            "GlimpseVectorEnv cannot be pickled (it holds a frozen model, decoding workers and an image stream); "
+            "build a new one in the other process with gym.make_vec(id, num_envs=..., **kwargs)"
+        )
+
     @property
     def num_glimpses(self) -> int:
         """Glimpses per episode (the episode's budget)."""
@@ -408,6 +419,23 @@ class GlimpseVectorEnv(VectorEnv):
     def _evaluate(self) -> ModelEvaluation:
         evaluation = self.runner.evaluate(self.buffers)
         self._prediction = evaluation.prediction  # what render() draws
+        # One bool read per step: a model whose weights are finite but overflow (e.g. LayerScale 3e38) gives
+        # inf/NaN scores, which would otherwise become NaN rewards with no error.
+        finite = torch.isfinite(evaluation.score)
+        if not bool(finite.all()):
+            row = int((~finite).nonzero()[0, 0])
+            sample = int(self.buffers.sample_index[row])
+            files = getattr(self.image_source, "files", [])
+            image = (
+                f"'{files[sample]}'"
+                if 0 <= sample < len(files)
+                else f"sample {sample} of {self.image_source.description}"
+            )
+            raise FloatingPointError(
+                f"The frozen model gave a non-finite score ({float(evaluation.score[row])}) for image {image} in env "
+                f"{row} after {int(self.buffers.glimpses[row])} glimpses: its weights are finite but overflow. "
+                "Check the checkpoint (e.g. LayerScale or norm weights far beyond 1e4) or load another one"
+            )
         return evaluation
 
     def _reward(self, score: torch.Tensor, terminated: np.ndarray) -> torch.Tensor:
