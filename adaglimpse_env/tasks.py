@@ -98,7 +98,6 @@ class Task(ABC):
     def _create_head() -> TaskHead: ...
 
     # ------------------------------------------------------------------------------------------- scores and metrics
-    @abstractmethod
     def score(
         self,
         model: ElasticMAE,
@@ -117,6 +116,7 @@ class Task(ABC):
             image_pixels: ``to_pixels(images.float())`` ``(B, 3, H, W)`` when the caller keeps it (an env scores
                 the same images every step); only reconstruction reads it.
         """
+        return self.head.score(model, prediction, images, self._target(targets))
 
     def loss(
         self, model: ElasticMAE, prediction: torch.Tensor, images: torch.Tensor, targets: TaskTargets
@@ -245,17 +245,6 @@ class ClassificationTask(Task):
     def _target(self, targets: TaskTargets) -> torch.Tensor | None:
         return targets.labels
 
-    def score(
-        self,
-        model: ElasticMAE,
-        prediction: torch.Tensor,
-        images: torch.Tensor,
-        targets: TaskTargets,
-        image_pixels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """True-class probability (see :meth:`Task.score`)."""
-        return self.head.score(model, prediction, images, targets.labels)
-
     def distillation_loss(self, prediction: torch.Tensor, teacher_output: torch.Tensor) -> torch.Tensor:
         """``KL(teacher || student)`` summed over classes, mean over the batch (original `_forward_task`).
 
@@ -311,17 +300,6 @@ class SegmentationTask(Task):
 
     def _target(self, targets: TaskTargets) -> torch.Tensor | None:
         return targets.masks
-
-    def score(
-        self,
-        model: ElasticMAE,
-        prediction: torch.Tensor,
-        images: torch.Tensor,
-        targets: TaskTargets,
-        image_pixels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``-cross-entropy`` per image (see :meth:`Task.score`)."""
-        return self.head.score(model, prediction, images, targets.masks)
 
     def episode_metrics(
         self, prediction: torch.Tensor, score: torch.Tensor, targets: TaskTargets
