@@ -9,11 +9,17 @@ random warm-up (SB3's ``learning_starts`` does both).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3 import SAC
+from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.features import STREAMS, sac_policy_kwargs
@@ -54,6 +60,106 @@ def one_cycle_cosine(
     return schedule
 
 
+class GlimpseSAC(SAC):
+    """SB3's SAC with the same update, computed with one trunk backward pass fewer.
+
+    SB3's actor loss runs the critic on ``(obs, actor(obs))`` with gradients through the critic's features
+    extractor, although those gradients are thrown away (the critic's optimiser zeroes them before its next step)
+    and the features do not depend on the action. Here that features pass runs without autograd: the actor's
+    gradients, every loss and every parameter are the same as SB3's (``tests/test_sac.py`` checks it update by
+    update), and an update of the original trunk skips one of its three backward passes through the patch CNN.
+    The critic still runs in train mode there, so its BatchNorm statistics move exactly as in SB3.
+
+    Setting :attr:`phase_seconds` to a dict makes :meth:`train` add the wall seconds of each phase of an update to
+    it (``scripts/benchmark_sac.py``); ``None`` (the default) times nothing.
+    """
+
+    phase_seconds: dict[str, float] | None = None
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Add the wall time of the block to ``phase_seconds[name]`` when timing is on."""
+        if self.phase_seconds is None:
+            yield
+            return
+        start = time.perf_counter()
+        yield
+        self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """``gradient_steps`` SAC updates (SB3 ``SAC.train``, one features backward fewer; see the class)."""
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers += [self.ent_coef_optimizer]
+        self._update_learning_rate(optimizers)
+        ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
+        assert self.replay_buffer is not None
+        for gradient_step in range(gradient_steps):
+            with self._phase("replay sample + float16 decode"):
+                replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            if self.use_sde:
+                self.actor.reset_noise()
+            with self._phase("actor forward + entropy step"):
+                actions_pi, log_prob = self.actor.action_log_prob(replay_data.observations)
+                log_prob = log_prob.reshape(-1, 1)
+                if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                    ent_coef = torch.exp(self.log_ent_coef.detach())
+                    assert isinstance(self.target_entropy, float)
+                    ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                    ent_coef_losses.append(ent_coef_loss.item())
+                    self.ent_coef_optimizer.zero_grad()
+                    ent_coef_loss.backward()
+                    self.ent_coef_optimizer.step()
+                else:
+                    ent_coef = self.ent_coef_tensor
+                ent_coefs.append(ent_coef.item())
+
+            with self._phase("target (next actor + target critics)"), torch.no_grad():
+                next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
+                next_q_values = torch.cat(self.critic_target(replay_data.next_observations, next_actions), dim=1)
+                next_q_values, _ = torch.min(next_q_values, dim=1, keepdim=True)
+                next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
+                target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+            with self._phase("critic forward + backward + step"):
+                current_q_values = self.critic(replay_data.observations, replay_data.actions)
+                critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+                assert isinstance(critic_loss, torch.Tensor)
+                critic_losses.append(critic_loss.item())
+                self.critic.optimizer.zero_grad()
+                critic_loss.backward()
+                self.critic.optimizer.step()
+
+            with self._phase("actor loss + backward + step"):
+                # The actor loss needs d Q / d action only: the critic's features (a function of the observation
+                # alone) are computed without autograd, the Q heads with it.
+                with torch.no_grad():
+                    features = self.critic.extract_features(replay_data.observations, self.critic.features_extractor)
+                q_input = torch.cat([features, actions_pi], dim=1)
+                q_values_pi = torch.cat([q_net(q_input) for q_net in self.critic.q_networks], dim=1)
+                min_qf_pi, _ = torch.min(q_values_pi, dim=1, keepdim=True)
+                actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
+                actor_losses.append(actor_loss.item())
+                self.actor.optimizer.zero_grad()
+                actor_loss.backward()
+                self.actor.optimizer.step()
+
+            if gradient_step % self.target_update_interval == 0:
+                with self._phase("target update"):
+                    polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                    polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", np.mean(ent_coefs))
+        self.logger.record("train/actor_loss", np.mean(actor_losses))
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        if ent_coef_losses:
+            self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+
+
 def make_sac(
     env: VecEnv,
     seed: int | None = None,
@@ -63,7 +169,7 @@ def make_sac(
     lr_schedule: bool = True,
     verbose: int = 0,
     **overrides: Any,
-) -> SAC:
+) -> GlimpseSAC:
     """SAC with the paper's settings and actor/critic trunks (separate, as the original) on a glimpse env.
 
     Args:
@@ -92,4 +198,6 @@ def make_sac(
         policy = "MlpPolicy"  # the flat preset: one vector, SB3's MLP trunk
     else:
         raise ValueError(f"make_sac requires a Dict or Box observation space, got {space}")
-    return SAC(policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings)
+    return GlimpseSAC(
+        policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings
+    )

@@ -57,7 +57,7 @@ from agents.config import ConfigError, parse_config
 from agents.preflight import OutputDirectoryError, check_free_space, check_writable, format_bytes, required_free_bytes
 from agents.replay import ReplayBufferFileError, load_replay_buffer, replay_buffer_bytes
 from agents.run_folder import RunFolder, RunFolderError, save_checkpoint
-from agents.sac import PAPER_SAC, make_sac, one_cycle_cosine
+from agents.sac import PAPER_SAC, GlimpseSAC, make_sac, one_cycle_cosine
 from agents.sb3_adapter import GlimpseSB3VecEnv
 from agents.sb3_files import SB3FileError, load_sb3
 from agents.shipped import export_agent
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             # Nothing in the zip is unpickled (agents.sb3_files): the run's own schedule replaces the pickled one.
             model = load_sb3(
-                SAC, model_path, vec_env.observation_space, vec_env.action_space, env=vec_env, device=config.device,
+                GlimpseSAC, model_path, vec_env.observation_space, vec_env.action_space, env=vec_env,
+                device=config.device,
                 custom_objects={"learning_rate": learning_rate, "train_freq": PAPER_SAC["train_freq"]},
             )  # fmt: skip
             if progress["replay_buffer"]:

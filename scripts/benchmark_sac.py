@@ -1,0 +1,132 @@
+"""How fast SAC learns on a glimpse env: updates per second, env steps per second while learning, and where an
+update's time goes, for each observation preset, measured in one run.
+
+For each ``--presets`` entry (``full`` and ``latent`` get the original trunk, ``flat`` SB3's MLP), a SAC with the
+paper's settings (:func:`agents.sac.make_sac`, batch ``--batch-size``) fills its replay buffer with random steps,
+then SB3's own update (``SAC.train``) and ours (:class:`agents.sac.GlimpseSAC`, the same numbers with one trunk
+backward fewer) run ``--updates`` updates each, in turn, ``--repeats`` times; the table gives the median
+updates/s of each and their ratio taken pair by pair (pairing keeps the ratio honest on a noisy machine). Then a
+breakdown of our update by phase (replay sample and float16 decode, actor forward, target computation, critic
+forward/backward/step, actor loss/backward/step, target update), and env steps/s while learning (``learn`` with
+one update per vector step, ``--num-envs`` envs).
+
+Usage::
+
+    python scripts/benchmark_sac.py                                  # digits id, full latent flat, CPU
+    python scripts/benchmark_sac.py --presets latent --threads 1 2   # thread counts side by side
+    python scripts/benchmark_sac.py --device cuda                    # the networks on a GPU (env on the CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import SAC
+from stable_baselines3.common.logger import configure
+
+import adaglimpse_env  # noqa: F401  (registers the ids)
+from agents.sac import GlimpseSAC, make_sac
+from agents.sb3_adapter import make_sb3_vec_env
+
+
+def updates_per_second(model: GlimpseSAC, train: Any, updates: int, batch_size: int) -> float:
+    """Updates/s of ``train(model, gradient_steps=updates)`` (``SAC.train`` or ``GlimpseSAC.train``)."""
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    start = time.perf_counter()
+    train(model, gradient_steps=updates, batch_size=batch_size)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    return updates / (time.perf_counter() - start)
+
+
+def measure_preset(args: argparse.Namespace, preset: str, threads: int) -> dict[str, Any]:
+    """One row of the table: SB3's and our update rates, our breakdown, env steps/s while learning."""
+    torch.set_num_threads(threads)
+    env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, observation=preset)
+    fill = max(args.batch_size, args.fill_steps)
+    model = make_sac(env, seed=0, device=args.device, learning_starts=fill, buffer_size=max(fill, 2_000))
+    model.learn(total_timesteps=fill)  # random warm-up only: fills the buffer, no update
+    model.set_logger(configure(None, []))
+    GlimpseSAC.train(model, gradient_steps=2, batch_size=args.batch_size)  # warm-up: allocator, kernels
+    sb3, ours, ratios = [], [], []
+    for _ in range(args.repeats):
+        sb3.append(updates_per_second(model, SAC.train, args.updates, args.batch_size))
+        ours.append(updates_per_second(model, GlimpseSAC.train, args.updates, args.batch_size))
+        ratios.append(ours[-1] / sb3[-1])
+    model.phase_seconds = {}
+    GlimpseSAC.train(model, gradient_steps=args.updates, batch_size=args.batch_size)
+    phases = {name: 1000 * seconds / args.updates for name, seconds in model.phase_seconds.items()}
+    model.phase_seconds = None
+    # Env steps/s while learning: one update per vector step, as train_sac.py runs by default.
+    model.learning_starts = 0
+    steps = args.num_envs * args.learn_vector_steps
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+    learn_rate = steps / (time.perf_counter() - start)
+    env.close()
+    return {
+        "preset": preset,
+        "threads": threads,
+        "sb3": statistics.median(sb3),
+        "ours": statistics.median(ours),
+        "ratio": statistics.median(ratios),
+        "phases": phases,
+        "learn_env_steps": learn_rate,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-id", default="AdaGlimpse-ClutteredDigits-v0", help="registered id to learn on")
+    parser.add_argument("--presets", nargs="+", default=["full", "latent", "flat"], help="observation presets")
+    parser.add_argument("--batch-size", type=int, default=128, help="transitions per update (the paper's 128)")
+    parser.add_argument("--updates", type=int, default=10, help="updates per timed block")
+    parser.add_argument("--repeats", type=int, default=3, help="timed blocks of each side (median)")
+    parser.add_argument("--num-envs", type=int, default=16, help="envs stepped together while learning")
+    parser.add_argument("--fill-steps", type=int, default=1_024, help="random env steps put in the buffer first")
+    parser.add_argument("--learn-vector-steps", type=int, default=8, help="vector steps of the learning timing")
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()], help="torch threads")
+    parser.add_argument("--device", default="cpu", help="where the networks train (the env runs on the CPU)")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "updates", "repeats", "num_envs", "learn_vector_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} requires a positive integer, got {getattr(args, name)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    np.random.seed(0)
+    print(f"# {datetime.date.today()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"# {args.env_id}, batch {args.batch_size}, device {args.device}, {args.num_envs} envs")
+    rows = [measure_preset(args, preset, threads) for threads in args.threads for preset in args.presets]
+    print("\n| preset | threads | SB3 SAC.train updates/s | GlimpseSAC updates/s | ours / SB3 | env steps/s learning |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['preset']} | {row['threads']} | {row['sb3']:.2f} | {row['ours']:.2f} | {row['ratio']:.2f} | "
+            f"{row['learn_env_steps']:.1f} |"
+        )
+    print("\nMilliseconds per update of GlimpseSAC, by phase:\n")
+    names = list(rows[0]["phases"])
+    print("| preset | threads | " + " | ".join(names) + " |")
+    print("|---|---:|" + "---:|" * len(names))
+    for row in rows:
+        cells = " | ".join(f"{row['phases'].get(name, 0.0):.1f}" for name in names)
+        print(f"| {row['preset']} | {row['threads']} | {cells} |")
+    print(f"# load average at end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""GlimpseSAC's cheaper update is SB3's SAC update: same losses, parameters and BatchNorm statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import SAC
+from stable_baselines3.common.logger import configure
+
+from agents.sac import GlimpseSAC, make_sac
+from agents.sb3_adapter import make_sb3_vec_env
+
+
+def _filled_model(folder: Path, checkpoint: Path, observation: str) -> GlimpseSAC:
+    env = make_sb3_vec_env(
+        "AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(folder), checkpoint=checkpoint, num_glimpses=3,
+        observation=observation,
+    )  # fmt: skip
+    model = make_sac(env, seed=0, device="cpu", learning_starts=40, buffer_size=64, batch_size=8)
+    model.learn(40)  # warm-up only: the buffer holds 40 random transitions, no update yet
+    model.set_logger(configure(None, []))
+    return model
+
+
+def _state(model: SAC) -> dict[str, torch.Tensor]:
+    tensors = {f"policy.{k}": v.clone() for k, v in model.policy.state_dict().items()}
+    tensors["log_ent_coef"] = model.log_ent_coef.detach().clone()
+    return tensors
+
+
+@pytest.mark.parametrize("observation", ["full", "latent", "flat"])
+def test_glimpse_sac_update_equals_sb3(tiny_folder: Path, tiny_checkpoint: Path, observation: str) -> None:
+    model = _filled_model(tiny_folder, tiny_checkpoint, observation)
+    start = {k: v.clone() for k, v in _state(model).items()}
+    optimisers = [model.actor.optimizer.state_dict(), model.critic.optimizer.state_dict()]
+
+    torch.manual_seed(7)
+    np.random.seed(7)  # SB3's replay buffer samples with NumPy's global generator
+    SAC.train(model, gradient_steps=3, batch_size=8)
+    sb3_state = _state(model)
+    sb3_logged = dict(model.logger.name_to_value)
+
+    # Back to the start: parameters, BatchNorm statistics, optimiser moments, entropy coefficient.
+    model.policy.load_state_dict({k[len("policy.") :]: v for k, v in start.items() if k.startswith("policy.")})
+    model.actor.optimizer.load_state_dict(optimisers[0])
+    model.critic.optimizer.load_state_dict(optimisers[1])
+    with torch.no_grad():
+        model.log_ent_coef.copy_(start["log_ent_coef"])
+    model.ent_coef_optimizer = torch.optim.Adam([model.log_ent_coef], lr=model.lr_schedule(1))
+    model._n_updates = 0
+    # SB3 built its entropy optimiser at the same learning rate; rebuilding it resets its moments as at the start.
+    torch.manual_seed(7)
+    np.random.seed(7)  # SB3's replay buffer samples with NumPy's global generator
+    GlimpseSAC.train(model, gradient_steps=3, batch_size=8)
+    ours = _state(model)
+
+    assert sb3_state.keys() == ours.keys()
+    for key in sb3_state:
+        torch.testing.assert_close(ours[key], sb3_state[key], rtol=0, atol=0, msg=key)
+    for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
+        assert model.logger.name_to_value[key] == sb3_logged[key]
