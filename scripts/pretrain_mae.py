@@ -81,6 +81,8 @@ class PretrainConfig:
         target_glimpses: chance that each later glimpse shows the source's target inside one cell (sources that
             place a target, e.g. digits; see target_glimpse_actions).
         target_glimpse_scale: (min, max) side of those glimpses as a multiple of the target's size.
+        target_glimpse_placement: where those glimpses put the target: ``cell`` (inside one of the glimpse's
+            cells) or ``anywhere`` (anywhere wholly inside the glimpse: centred, cut across cells or inside one).
         num_workers: background decoding workers.
         seed: seed.
         device: where to train.
@@ -123,6 +125,7 @@ class PretrainConfig:
     whole_image_first: float = 0.5
     target_glimpses: float = 0.0
     target_glimpse_scale: list[float] = field(default_factory=lambda: [2.0, 3.5])
+    target_glimpse_placement: Literal["cell", "anywhere"] = "cell"
     num_workers: int = 2
     seed: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -152,16 +155,18 @@ def parse_args(argv: list[str] | None) -> PretrainConfig:
 # ---------------------------------------------------------------------------------------------------- glimpses
 def target_glimpse_actions(
     target_boxes: torch.Tensor, num_glimpses: int, scale: tuple[float, float], image_size: tuple[int, int],
-    grid_size: int, generator: torch.Generator,
+    grid_size: int, generator: torch.Generator, placement: str = "cell",
 ) -> torch.Tensor:  # fmt: skip
-    """Glimpses that show the target inside one of their cells: squares ``scale`` times the target's longer side
-    (log-uniform), placed so that the target's centre falls near the centre of a random cell (within an eighth of
-    the glimpse side).
+    """Glimpses that show the target: squares ``scale`` times the target's longer side (log-uniform).
 
-    Why in one cell: a glimpse centred on the target cuts it into ``g x g`` cells, and reading it then needs the
-    encoder to put the cells back together from their absolute box embeddings, which a small model learns slowly
-    (measured: a micro model read 12% of digits cut in four after 600 steps of such glimpses, 76% of digits inside
-    one cell after 400). An agent learns to place the target in a cell; ``docs/tasks.md`` reports both.
+    ``placement="cell"`` puts the target's centre near the centre of a random cell (within an eighth of the glimpse
+    side); ``"anywhere"`` puts the target anywhere wholly inside the glimpse (its centre uniform over the positions
+    that keep it inside), so centred targets cut into ``g x g`` cells are among them.
+
+    Why two: reading a target cut across cells needs the encoder to put the cells back together from their
+    absolute box embeddings, which a small model learns slowly (measured: a micro model read 12% of digits cut in
+    four after 600 steps of such glimpses, 76% of digits inside one cell after 400). So the shipped classifier
+    first learns the digits inside one cell, then is fine-tuned on ``anywhere`` (docs/tasks.md).
 
     Args:
         target_boxes: ``(B, 4)`` pixel boxes ``(y1, x1, y2, x2)``.
@@ -175,11 +180,19 @@ def target_glimpse_actions(
     extent = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)[:, None]
     low, high = math.log(scale[0]), math.log(scale[1])
     side = extent * torch.exp(low + (high - low) * torch.rand(batch, num_glimpses, generator=generator))
-    cell = torch.randint(0, grid_size, (batch, num_glimpses, 2), generator=generator).float()
-    # Offset from the glimpse centre to the chosen cell's centre, plus a jitter of up to side / 8 either way.
-    offset = ((cell + 0.5) / grid_size - 0.5) * side[..., None]
-    jitter = (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * side[..., None] / 4
-    unit = centred_unit_action((centre - offset + jitter).reshape(-1, 2), side.reshape(-1), image_size, grid_size)
+    if placement == "anywhere":
+        # Target centre uniform over the glimpse positions that keep the whole target inside.
+        room = (side - extent)[..., None].clamp(min=0)
+        glimpse_centre = centre + (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * room
+    elif placement == "cell":
+        cell = torch.randint(0, grid_size, (batch, num_glimpses, 2), generator=generator).float()
+        # Offset from the glimpse centre to the chosen cell's centre, plus a jitter of up to side / 8 either way.
+        offset = ((cell + 0.5) / grid_size - 0.5) * side[..., None]
+        jitter = (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * side[..., None] / 4
+        glimpse_centre = centre - offset + jitter
+    else:
+        raise ValueError(f"target glimpse placement must be 'cell' or 'anywhere', got {placement!r}")
+    unit = centred_unit_action(glimpse_centre.reshape(-1, 2), side.reshape(-1), image_size, grid_size)
     return unit.reshape(batch, num_glimpses, 3)
 
 
@@ -192,6 +205,7 @@ def sample_glimpses(
     target_boxes: torch.Tensor | None = None,
     target_share: float = 0.0,
     target_scale: tuple[float, float] = (2.0, 3.5),
+    target_placement: str = "cell",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``num_glimpses`` glimpses per image, cut as the env cuts them: uniform random squares, the first one the
     whole image if ``whole_first``, and each later one on the target with probability ``target_share`` (needs
@@ -205,7 +219,9 @@ def sample_glimpses(
     if target_boxes is not None and target_share > 0 and num_glimpses:
         on_target = torch.rand(batch, num_glimpses, generator=generator) < target_share
         size = (images.shape[2], images.shape[3])
-        aimed = target_glimpse_actions(target_boxes, num_glimpses, target_scale, size, grid_size, generator)
+        aimed = target_glimpse_actions(
+            target_boxes, num_glimpses, target_scale, size, grid_size, generator, target_placement
+        )
         unit = torch.where(on_target[..., None], aimed, unit)
     unit = unit.to(images.device)
     if whole_first and num_glimpses:
@@ -529,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         patches, boxes = sample_glimpses(
             batch["image"], count, config.grid_size, whole_first, generator, batch.get("target_box"),
             config.target_glimpses, (config.target_glimpse_scale[0], config.target_glimpse_scale[1]),
+            config.target_glimpse_placement,
         )  # fmt: skip
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
