@@ -9,7 +9,7 @@ from adaglimpse_env.models.heads import TASKS
 from adaglimpse_env.tasks import get_task
 
 REWARD_TYPES = ("diff", "final", "raw")
-OBSERVATION_PRESETS = ("full", "latent", "flat")
+OBSERVATION_PRESETS = ("full", "latent", "flat", "map")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class EpisodeConfig:
             the last step) or ``raw`` (the score itself at every step).
         early_stop_threshold: end an episode as soon as its score reaches this value (original `_forward_task`).
         observation: ``full`` (the original agent's state), ``latent`` (latent, coords, mask) or ``flat``
-            (one vector: cls latent, normalised boxes, mask).
+            (one vector: cls latent, normalised boxes, mask) or ``map`` (a ``(5, M, M)`` picture of what the
+            glimpses showed, where they showed it; :mod:`adaglimpse_env.envs.glimpse_map`).
+        map_size: ``M``, the side of the ``map`` observation.
         extract_latent_layer: observe the input of this encoder block instead of the final latent (original
         `aux_latent_layer`).
     """
@@ -38,6 +40,7 @@ class EpisodeConfig:
     early_stop_threshold: float | None = None
     observation: str = "full"
     extract_latent_layer: int | None = None
+    map_size: int = 64
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -66,6 +69,8 @@ class EpisodeConfig:
             raise ValueError(f"reward must be one of {list(REWARD_TYPES)}, got {self.reward!r}")
         if self.observation not in OBSERVATION_PRESETS:
             raise ValueError(f"observation must be one of {list(OBSERVATION_PRESETS)}, got {self.observation!r}")
+        if isinstance(self.map_size, bool) or not isinstance(self.map_size, int) or not 8 <= self.map_size <= 1024:
+            raise ValueError(f"map_size must be an int in [8, 1024] (the map observation side), got {self.map_size!r}")
 
     @property
     def tokens_per_glimpse(self) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
-from stable_baselines3.common.type_aliases import DictReplayBufferSamples
+from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
 
@@ -53,13 +53,32 @@ class Float16DictReplayBuffer(DictReplayBuffer):
         )
 
 
+class Float16ReplayBuffer(ReplayBuffer):
+    """:class:`~stable_baselines3.common.buffers.ReplayBuffer` with float16 observation storage, for ``Box``
+    observations such as the ``map`` preset (values O(1): pixels, detail, budget share). Samples are float32."""
+
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, *args: Any, **kwargs: Any) -> None:
+        super().__init__(buffer_size, observation_space, *args, **kwargs)
+        self.observations = np.zeros(self.observations.shape, dtype=np.float16)
+        if not self.optimize_memory_usage:
+            self.next_observations = np.zeros(self.next_observations.shape, dtype=np.float16)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        samples = super()._get_samples(batch_inds, env)
+        return samples._replace(
+            observations=samples.observations.float(), next_observations=samples.next_observations.float()
+        )
+
+
 def replay_buffer_bytes(
     buffer_size: int, observation_space: spaces.Dict | spaces.Box, dtype: np.dtype | type = np.float16
 ) -> int:
-    """Bytes of observation storage (``obs`` + ``next_obs``) for ``buffer_size`` transitions (a ``Box`` space, the
-    ``flat`` preset, is stored by SB3's plain replay buffer in float32 whatever ``dtype`` says)."""
+    """Bytes of observation storage (``obs`` + ``next_obs``) for ``buffer_size`` transitions (a flat ``Box``, the
+    ``flat`` preset, is stored by SB3's plain replay buffer in float32 whatever ``dtype`` says; the ``map`` preset's
+    image ``Box`` in ``dtype``)."""
     if isinstance(observation_space, spaces.Box):
-        return 2 * buffer_size * int(np.prod(observation_space.shape)) * np.dtype(np.float32).itemsize
+        itemsize = np.dtype(dtype if len(observation_space.shape) == 3 else np.float32).itemsize
+        return 2 * buffer_size * int(np.prod(observation_space.shape)) * itemsize
     per_observation = 0
     for space in observation_space.spaces.values():
         assert space.shape is not None

@@ -17,13 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.features import STREAMS, sac_policy_kwargs
-from agents.replay import Float16DictReplayBuffer
+from agents.trunks import policy_setup
 
 #: original `rl_glimpse.py` SAC (CLI defaults of the original).
 PAPER_SAC: dict[str, Any] = {
@@ -174,7 +172,8 @@ def make_sac(
 
     Args:
         env: an SB3 ``VecEnv`` of a glimpse env (e.g. :func:`agents.sb3_adapter.make_sb3_vec_env`). The ``full``
-            and ``latent`` presets get the original trunk over the streams they hold, ``flat`` SB3's MLP policy.
+            and ``latent`` presets get the original trunk over the streams they hold, ``flat`` SB3's MLP policy,
+            ``map`` a small convolutional trunk (:mod:`agents.map_features`).
         seed: seeds SB3, the policy and the env.
         device: where the networks train.
         tensorboard_log: TensorBoard folder.
@@ -186,18 +185,10 @@ def make_sac(
     settings = {**PAPER_SAC, **overrides}
     if lr_schedule and not callable(settings["learning_rate"]):
         settings["learning_rate"] = one_cycle_cosine(float(settings["learning_rate"]))
-    space = env.observation_space
-    if isinstance(space, spaces.Dict):
-        policy = "MultiInputPolicy"
-        if float16_buffer:
-            settings.setdefault("replay_buffer_class", Float16DictReplayBuffer)
-        # The original trunk over the streams the preset has (the latent preset has no patches or importance).
-        missing = tuple(name for name in STREAMS if name not in space.spaces)
-        settings.setdefault("policy_kwargs", sac_policy_kwargs(exclude_inputs=missing))
-    elif isinstance(space, spaces.Box):
-        policy = "MlpPolicy"  # the flat preset: one vector, SB3's MLP trunk
-    else:
-        raise ValueError(f"make_sac requires a Dict or Box observation space, got {space}")
+    setup = policy_setup(env.observation_space, float16_buffer=float16_buffer)
+    settings.setdefault("policy_kwargs", setup.policy_kwargs)
+    if setup.replay_buffer_class is not None:
+        settings.setdefault("replay_buffer_class", setup.replay_buffer_class)
     return GlimpseSAC(
-        policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings
+        setup.policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings
     )

@@ -17,10 +17,10 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.sac.policies import MlpPolicy, MultiInputPolicy
+from stable_baselines3.sac.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 from adaglimpse_env import GlimpseVectorEnv
-from agents.features import STREAMS, sac_policy_kwargs
+from agents.trunks import policy_setup
 
 #: Shipped agents by name: ``sb3:sac:<name>``.
 SHIPPED_AGENTS = {"embedded": "sac_digits"}
@@ -50,7 +50,7 @@ def export_agent(
         model: a trained SAC on a glimpse env.
         stem: path without suffix.
         env_id: the id it was trained on.
-        observation: the env's observation preset (``full``, ``latent`` or ``flat``).
+        observation: the env's observation preset (``full``, ``latent``, ``flat`` or ``map``).
         metadata: anything worth keeping (command, wall time, results); must be JSON-serialisable.
     """
     weights, settings = agent_files(stem)
@@ -63,6 +63,7 @@ def export_agent(
         "env_id": env_id,
         "observation": observation,
         "policy": type(model.policy).__name__,
+        "observation_shape": list(model.observation_space.shape) if model.observation_space.shape else None,
         "actor_parameters": int(sum(t.numel() for t in state.values())),
         **metadata,
     }
@@ -98,12 +99,15 @@ def load_agent(name_or_stem: str | Path, env: GlimpseVectorEnv, device: str = "c
         )
     space, action_space = env.single_observation_space, env.single_action_space
     assert isinstance(action_space, spaces.Box)
-    policy: MultiInputPolicy | MlpPolicy
-    if isinstance(space, spaces.Dict):
-        missing = tuple(name for name in STREAMS if name not in space.spaces)
-        policy = MultiInputPolicy(space, action_space, lambda _: 0.0, **sac_policy_kwargs(exclude_inputs=missing))
-    else:
-        policy = MlpPolicy(space, action_space, lambda _: 0.0)
+    shape = settings.get("observation_shape")
+    if shape is not None and tuple(shape) != space.shape:
+        raise ShippedAgentError(
+            f"agent {str(name_or_stem)!r} was trained on observations of shape {tuple(shape)}; the env gives "
+            f"{space.shape} (e.g. another map_size): make the env as the agent's settings file says"
+        )
+    setup = policy_setup(space)
+    policy_class = {"MultiInputPolicy": MultiInputPolicy, "MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy = policy_class[setup.policy](space, action_space, lambda _: 0.0, **setup.policy_kwargs)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     try:
         policy.actor.load_state_dict(state)

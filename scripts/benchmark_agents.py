@@ -42,19 +42,19 @@ from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import BASELINES, make_baseline
 from agents.config import parse_key_values
 from agents.evaluation import run_policy
-from agents.features import GlimpseFeaturesExtractor, sac_policy_kwargs
-from agents.replay import Float16DictReplayBuffer
 from agents.sac import make_sac
 from agents.sb3_adapter import make_sb3_vec_env
+from agents.trunks import policy_setup
 
 Factory = Callable[[VecEnv, int, str], BaseAlgorithm]
 
 
 def _off_policy(algorithm: type[OffPolicyAlgorithm], **kwargs: Any) -> Factory:
     def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+        setup = policy_setup(env.observation_space)
         return algorithm(
-            "MultiInputPolicy", env, seed=seed, device=device, policy_kwargs=sac_policy_kwargs(),
-            replay_buffer_class=Float16DictReplayBuffer, buffer_size=10_000, batch_size=128, **kwargs,
+            setup.policy, env, seed=seed, device=device, policy_kwargs=setup.policy_kwargs,
+            replay_buffer_class=setup.replay_buffer_class, buffer_size=10_000, batch_size=128, **kwargs,
         )  # fmt: skip
 
     return build
@@ -62,8 +62,8 @@ def _off_policy(algorithm: type[OffPolicyAlgorithm], **kwargs: Any) -> Factory:
 
 def _on_policy(algorithm: type[BaseAlgorithm], **kwargs: Any) -> Factory:
     def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
-        policy_kwargs = {"features_extractor_class": GlimpseFeaturesExtractor, "share_features_extractor": False}
-        return algorithm("MultiInputPolicy", env, seed=seed, device=device, policy_kwargs=policy_kwargs, **kwargs)
+        setup = policy_setup(env.observation_space, on_policy=True)
+        return algorithm(setup.policy, env, seed=seed, device=device, policy_kwargs=setup.policy_kwargs, **kwargs)
 
     return build
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from adaglimpse_env.config import EpisodeConfig
+from adaglimpse_env.envs.glimpse_map import GlimpseMap
 from adaglimpse_env.glimpse import GlimpseBoxes
 from adaglimpse_env.normalization import to_pixels
 from adaglimpse_env.tasks import Task, TaskTargets
@@ -57,6 +58,7 @@ class EpisodeBuffers:
         crops: ``(B, N, 4)`` int64 glimpse boxes ``(y1, x1, y2, x2)``, ``-1`` for glimpses not taken.
         clipped: ``(B,)`` int64 actions clipped to the box this episode.
         glimpses: ``(B,)`` int64 on the host, glimpses taken.
+        glimpse_map: the ``map`` observation's pictures (:class:`GlimpseMap`), only with that preset.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class EpisodeBuffers:
         #: Index of each env's image in its source (host copy, for error messages).
         self.sample_index = np.full(b, -1, dtype=np.int64)
         self.all_rows = torch.arange(b, device=dev)
+        self.glimpse_map = GlimpseMap(b, episode.map_size, image_size, dev) if episode.observation == "map" else None
 
     def rows(self, rows: np.ndarray) -> Rows:
         """Host row numbers as an index of the buffers: a plain slice when they are every env."""
@@ -125,6 +128,8 @@ class EpisodeBuffers:
         self.crops[index] = -1
         self.clipped[index] = 0
         self.glimpses[rows] = 0
+        if self.glimpse_map is not None:
+            self.glimpse_map.clear(index)
 
     def add_glimpse(
         self,
@@ -161,6 +166,8 @@ class EpisodeBuffers:
         self.boxes[slots] = geometry.cells
         if self.tokens is not None and tokens is not None:
             self.tokens[slots] = tokens
+        if self.glimpse_map is not None:
+            self.glimpse_map.paint(index, patches, geometry.cells)
 
         y, x, side = geometry.crop.unbind(dim=1)
         ys = torch.arange(self.image_size[0], device=self.device)

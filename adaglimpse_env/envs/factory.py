@@ -40,6 +40,7 @@ _EPISODE_KEYS = (
     "early_stop_threshold",
     "observation",
     "extract_latent_layer",
+    "map_size",
 )
 
 #: Keyword arguments passed to the env unchanged (see GlimpseVectorEnv; the env validates them).

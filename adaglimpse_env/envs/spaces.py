@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
+from adaglimpse_env.envs.glimpse_map import DEFAULT_MAP_SIZE, MAP_CHANNELS
 from adaglimpse_env.glimpse import PATCH_SIZE
 from adaglimpse_env.normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -25,14 +26,28 @@ def _patch_bounds(num_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     return low_full, high_full
 
 
-def observation_space(preset: str, num_tokens: int, embed_dim: int, image_size: tuple[int, int]) -> spaces.Space:
+def map_space(map_size: int) -> spaces.Box:
+    """The ``map`` preset: ``(5, M, M)`` float32, channels RGB (normalised), detail, budget used."""
+    low, high = _patch_bounds(1)
+    low_map = np.zeros((MAP_CHANNELS, map_size, map_size), dtype=np.float32)
+    high_map = np.ones((MAP_CHANNELS, map_size, map_size), dtype=np.float32)
+    # Unseen pixels are 0, inside the normalised range of every channel.
+    low_map[:3] = np.minimum(low[0, :, :1, :1], 0.0)
+    high_map[:3] = np.maximum(high[0, :, :1, :1], 0.0)
+    return spaces.Box(low_map, high_map, dtype=np.float32)
+
+
+def observation_space(
+    preset: str, num_tokens: int, embed_dim: int, image_size: tuple[int, int], map_size: int = DEFAULT_MAP_SIZE
+) -> spaces.Space:
     """The single-env observation space of a preset.
 
     Args:
-        preset: ``full``, ``latent`` or ``flat``.
+        preset: ``full``, ``latent``, ``flat`` or ``map``.
         num_tokens: ``P``, the token budget.
         embed_dim: ``D``.
         image_size: ``(H, W)``; box coordinates lie in ``[0, max(H, W)]``.
+        map_size: ``M``, the side of the ``map`` preset.
     """
     latent = spaces.Box(-np.inf, np.inf, shape=(num_tokens + 1, embed_dim), dtype=np.float32)
     coords = spaces.Box(0.0, float(max(image_size)), shape=(num_tokens, 4), dtype=np.float32)
@@ -52,4 +67,6 @@ def observation_space(preset: str, num_tokens: int, embed_dim: int, image_size: 
         return spaces.Dict({"latent": latent, "coords": coords, "mask": mask})
     if preset == "flat":
         return spaces.Box(-np.inf, np.inf, shape=(embed_dim + 5 * num_tokens,), dtype=np.float32)
-    raise ValueError(f"observation preset must be 'full', 'latent' or 'flat', got {preset!r}")
+    if preset == "map":
+        return map_space(map_size)
+    raise ValueError(f"observation preset must be 'full', 'latent', 'flat' or 'map', got {preset!r}")

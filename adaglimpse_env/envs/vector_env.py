@@ -160,7 +160,7 @@ class GlimpseVectorEnv(VectorEnv):
         self.single_action_space = action_space()
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.single_observation_space = observation_space(
-            cfg.observation, self.max_tokens, self.embed_dim, self.image_size
+            cfg.observation, self.max_tokens, self.embed_dim, self.image_size, cfg.map_size
         )
         self.observation_space = batch_space(self.single_observation_space, num_envs)
 
@@ -457,6 +457,10 @@ class GlimpseVectorEnv(VectorEnv):
         if preset == "flat":
             flat = torch.cat((latent[:, 0], (coords / max(self.image_size)).flatten(1), empty.flatten(1)), dim=1)
             return self._export(flat, fresh=True)
+        if preset == "map":
+            assert self.buffers.glimpse_map is not None
+            used = self.buffers.token_count.float() / budget
+            return self._export(self.buffers.glimpse_map.observation(used), fresh=True)
         latent_obs = latent.new_zeros(batch, budget + 1, latent.shape[-1])
         latent_obs[:, : tokens + 1] = latent
         observation = {"latent": latent_obs, "coords": coords, "mask": empty}

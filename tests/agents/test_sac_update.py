@@ -31,7 +31,7 @@ def _state(model: SAC) -> dict[str, torch.Tensor]:
     return tensors
 
 
-@pytest.mark.parametrize("observation", ["full", "latent", "flat"])
+@pytest.mark.parametrize("observation", ["full", "latent", "flat", "map"])
 def test_glimpse_sac_update_equals_sb3(tiny_folder: Path, tiny_checkpoint: Path, observation: str) -> None:
     model = _filled_model(tiny_folder, tiny_checkpoint, observation)
     start = {k: v.clone() for k, v in _state(model).items()}

@@ -13,7 +13,8 @@ from stable_baselines3.common.vec_env import VecMonitor
 
 from adaglimpse_env.models import ElasticMAE, load_model
 from agents.features import GlimpseFeaturesExtractor
-from agents.replay import Float16DictReplayBuffer, replay_buffer_bytes
+from agents.map_features import GlimpseMapExtractor
+from agents.replay import Float16DictReplayBuffer, Float16ReplayBuffer, replay_buffer_bytes
 from agents.sac import PAPER_SAC, make_sac, one_cycle_cosine
 from agents.sb3_adapter import GlimpseSB3VecEnv, make_sb3_vec_env
 
@@ -75,13 +76,16 @@ def test_sac_runs_with_paper_settings(tiny_folder: Path, tiny_checkpoint: Path) 
     assert actions.shape == (2, 3) and np.all(np.abs(actions) <= 1)
 
 
-@pytest.mark.parametrize("observation", ["latent", "flat"])
+@pytest.mark.parametrize("observation", ["latent", "flat", "map"])
 def test_make_sac_fits_every_observation_preset(tiny_folder: Path, tiny_checkpoint: Path, observation: str) -> None:
     env = tiny_vec_env(tiny_folder, tiny_checkpoint, observation=observation)
     model = make_sac(env, seed=0, device="cpu", learning_starts=4, buffer_size=32, batch_size=4)
     if observation == "latent":  # the original trunk over the streams the preset holds
         assert isinstance(model.actor.features_extractor, GlimpseFeaturesExtractor)
         assert model.actor.features_extractor.streams == ("coords", "latent")
+    elif observation == "map":  # a picture: the small CNN, float16 replay
+        assert isinstance(model.actor.features_extractor, GlimpseMapExtractor)
+        assert isinstance(model.replay_buffer, Float16ReplayBuffer)
     else:  # one vector: SB3's MLP
         assert not isinstance(model.actor.features_extractor, GlimpseFeaturesExtractor)
     model.learn(8)

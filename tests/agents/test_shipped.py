@@ -29,7 +29,7 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("observation", ["full", "flat"])
+@pytest.mark.parametrize("observation", ["full", "flat", "map"])
 def test_exported_actor_acts_the_same(tmp_path: Path, classifier: Path, observation: str) -> None:
     train_env = gym.make_vec(FAST, num_envs=2, checkpoint=str(classifier), observation=observation,
                              autoreset_mode="same_step")  # fmt: skip
@@ -42,7 +42,8 @@ def test_exported_actor_acts_the_same(tmp_path: Path, classifier: Path, observat
     assert all(isinstance(v, torch.Tensor) for v in torch.load(weights, weights_only=True).values())
 
     env = gym.make_vec(FAST, num_envs=2, checkpoint=str(classifier), observation=observation, split="val")
-    observation_batch, _ = env.reset(seed=0)
+    env.reset(seed=0)
+    observation_batch, *_ = env.step(env.action_space.sample())  # something seen: the map is not all zero
     loaded = load_agent(tmp_path / "agent", env)
     expected, _ = model.predict(observation_batch, deterministic=True)
     actions, _ = loaded.predict(observation_batch, deterministic=True)
@@ -66,6 +67,13 @@ def test_mismatched_or_broken_agents_are_refused(tmp_path: Path, classifier: Pat
         load_agent(tmp_path / "agent", full_env)
     full_env.close()
     train_env.close()
+    # A map agent on a map of another size: refused, not silently resampled.
+    map_env = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=16,
+                           autoreset_mode="same_step")  # fmt: skip
+    export_agent(make_sac(GlimpseSB3VecEnv(map_env), seed=0, buffer_size=8), tmp_path / "map", FAST, "map", {})
+    other_size = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=24)
+    with pytest.raises(ShippedAgentError, match="another map_size"):
+        load_agent(tmp_path / "map", other_size)
 
 
 def test_shipped_agent_loads_by_name_and_acts() -> None:

@@ -116,6 +116,7 @@ SCENARIOS = {
     "partial reset": {"reset_mask_at": 1, "num_glimpses": 4},
     "latent observation, inner layer": {"observation": "latent", "extract_latent_layer": 0},
     "flat observation, final reward": {"observation": "flat", "reward": "final", "autoreset_mode": "same_step"},
+    "map observation, early stop": {"observation": "map", "early_stop": True, "num_glimpses": 4, "map_size": 16},
 }
 
 

@@ -1,0 +1,45 @@
+"""The map trunk points where its features fire, and every algorithm builds on the map preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO, TD3
+
+from agents.map_features import GlimpseMapExtractor, SpatialSoftArgmax
+from agents.trunks import policy_setup
+
+
+def test_soft_argmax_finds_the_peak() -> None:
+    features = torch.full((1, 2, 9, 9), -30.0)
+    features[0, 0, 0, 8] = 30.0  # top right: x = 1, y = -1
+    features[0, 1, 4, 4] = 30.0  # centre
+    points = SpatialSoftArgmax()(features)
+    torch.testing.assert_close(points, torch.tensor([[1.0, 0.0, -1.0, 0.0]]), atol=1e-4, rtol=0)
+
+
+def test_map_extractor_shapes_and_refusals() -> None:
+    space = spaces.Box(-3.0, 3.0, shape=(5, 32, 32), dtype=np.float32)
+    extractor = GlimpseMapExtractor(space, features_dim=64, channels=8)
+    assert extractor(torch.zeros(3, 5, 32, 32)).shape == (3, 64)
+    with pytest.raises(ValueError, match=r"Box of shape \(C, M, M\)"):
+        GlimpseMapExtractor(spaces.Box(0.0, 1.0, shape=(10,)))
+
+
+@pytest.mark.parametrize("algorithm", [TD3, PPO])
+def test_other_algorithms_on_the_map_preset(algorithm, tiny_folder, tiny_checkpoint) -> None:
+    from agents.sb3_adapter import make_sb3_vec_env
+
+    env = make_sb3_vec_env("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(tiny_folder),
+                           checkpoint=tiny_checkpoint, num_glimpses=2, observation="map", map_size=16)  # fmt: skip
+    on_policy = algorithm is PPO
+    setup = policy_setup(env.observation_space, on_policy=on_policy)
+    extra = {"n_steps": 4, "batch_size": 8} if on_policy else {"learning_starts": 4, "buffer_size": 32}
+    if setup.replay_buffer_class is not None:
+        extra["replay_buffer_class"] = setup.replay_buffer_class
+    model = algorithm(setup.policy, env, policy_kwargs=setup.policy_kwargs, seed=0, **extra)
+    model.learn(16)
+    assert model.num_timesteps >= 16
+    env.close()
