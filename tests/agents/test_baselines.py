@@ -7,8 +7,16 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
-from agents.baselines import BASELINES, CentreZoomOutPolicy, RasterPolicy, WholeImageFirstPolicy, make_baseline
+from agents.baselines import (
+    BASELINES,
+    CentreZoomOutPolicy,
+    RasterPolicy,
+    SalientPolicy,
+    WholeImageFirstPolicy,
+    make_baseline,
+)
 
 
 @pytest.fixture()
@@ -113,3 +121,41 @@ def test_greedy_takes_the_best_candidate(env) -> None:
         np.testing.assert_array_equal(actions[row], expected)
     with pytest.raises(NotImplementedError, match="predict"):
         greedy.action(0)
+
+
+def _spot_map(spots: list[tuple[int, int]], glimpses: int, num_glimpses: int = 6, size: int = 32) -> np.ndarray:
+    """A ``(5, size, size)`` map seen at whole-image detail, grey, with a dark 2x2 blob at each ``(row, col)``."""
+    glimpse_map = np.zeros((5, size, size), dtype=np.float32)
+    glimpse_map[:3] = 0.5
+    glimpse_map[3] = 0.3
+    glimpse_map[4] = glimpses / num_glimpses
+    for row, col in spots:
+        glimpse_map[:3, row : row + 2, col : col + 2] = -1.5
+    return glimpse_map
+
+
+def test_salient_looks_at_the_blob_inside_one_cell_then_moves_on() -> None:
+    from adaglimpse_env.glimpse import action_to_unit, compute_glimpse_boxes
+
+    policy = SalientPolicy(6, 4, 224, 32, 224.0)
+    first, _ = policy.predict(_spot_map([], glimpses=0))
+    np.testing.assert_array_equal(first, [0.0, 0.0, 1.0])  # the whole image first
+    glimpse_map = _spot_map([(4, 20), (24, 8)], glimpses=1)
+    glimpse_map[:3, 24:26, 8:10] = -0.5  # the second blob is fainter
+    action, _ = policy.predict(glimpse_map)
+    unit = action_to_unit(torch.as_tensor(action[None]))
+    cells = compute_glimpse_boxes(unit, (224, 224), 2).cells[0].float()  # (4, 4) y1 x1 y2 x2
+    blob = torch.tensor([(4 + 1) * 7.0, (20 + 1) * 7.0])  # the blob's centre in image pixels
+    holding = ((cells[:, :2] <= blob) & (cells[:, 2:] > blob)).all(dim=1)
+    assert holding.sum() == 1
+    cell_centre = (cells[holding, :2] + cells[holding, 2:])[0] / 2
+    assert torch.all((cell_centre - blob).abs() <= 7.0)  # the blob sits mid-cell, not on the cut between cells
+    # Once the bright blob has been seen at close detail, the next look goes to the fainter one.
+    glimpse_map[3, 2:8, 18:24] = 1.0
+    glimpse_map[4] = 2 / 6
+    action, _ = policy.predict(glimpse_map[None])
+    cells = compute_glimpse_boxes(action_to_unit(torch.as_tensor(action)), (224, 224), 2).cells[0].float()
+    second = torch.tensor([(24 + 1) * 7.0, (8 + 1) * 7.0])
+    assert ((cells[:, :2] <= second) & (cells[:, 2:] > second)).all(dim=1).sum() == 1
+    with pytest.raises(ValueError, match="observation='map'"):
+        policy.predict({"mask": np.zeros((24, 1))})
