@@ -212,7 +212,7 @@ class SalientPolicy(GlimpsePolicy):
         salience = np.abs(rgb - background).sum(axis=0) * seen
         padded = np.pad(salience, 1)
         size = salience.shape[0]
-        salience = sum(padded[dy : dy + size, dx : dx + size] for dy in range(3) for dx in range(3))
+        salience = np.sum([padded[dy : dy + size, dx : dx + size] for dy in range(3) for dx in range(3)], axis=0)
         close = float(cell_detail(torch.tensor([self.side / 2]), self.image_size)[0])
         salience[detail >= close - 1e-3] = -1.0  # examined at this detail already
         row, col = np.unravel_index(int(salience.argmax()), salience.shape)
