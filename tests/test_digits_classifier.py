@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import gymnasium as gym
 import pytest
 
@@ -34,8 +32,9 @@ def test_shipped_classifier_is_small_and_records_its_command() -> None:
     assert path.stat().st_size <= 10 * 2**20
     loaded = load_model(path)
     assert loaded.task == "classification" and loaded.model.config.num_classes == 10
-    command = json.dumps(loaded.metadata)
-    assert "configs/pretrain/digits_micro.yaml" in command
+    # Two phases: digits_micro.yaml (digits inside one cell), then digits_micro_anywhere.yaml from its output.
+    assert "configs/pretrain/digits_micro_anywhere.yaml" in loaded.metadata["command"]
+    assert loaded.metadata["config"]["init_checkpoint"] == "runs/digits_micro/model.pt"
 
 
 def test_reads_the_digit_when_a_glimpse_shows_it(accuracy: dict[str, float]) -> None:
