@@ -73,6 +73,25 @@ class GlimpseSAC(SAC):
     """
 
     phase_seconds: dict[str, float] | None = None
+    #: Acts in the first ``round(warmup_share * n_envs)`` envs during the random warm-up (``learning_starts``)
+    #: when set: any object with SB3's ``predict(observation)``, e.g. a baseline of :mod:`agents.baselines`. The
+    #: replay buffer then starts with episodes that find something, beside uniform random ones.
+    warmup_policy: Any = None
+    warmup_share: float = 0.5
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """SB3's, except that during the warm-up :attr:`warmup_policy` acts in a share of the envs."""
+        if self.warmup_policy is None or self.num_timesteps >= learning_starts:
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        actions = np.array([self.action_space.sample() for _ in range(n_envs)], dtype=np.float32)
+        guided = round(self.warmup_share * n_envs)
+        if guided:
+            chosen, _ = self.warmup_policy.predict(self._last_obs, deterministic=True)
+            actions[:guided] = np.asarray(chosen, dtype=np.float32)[:guided]
+        scaled = self.policy.scale_action(actions)  # the glimpse action box is [-1, 1]: the identity
+        return actions, scaled
 
     @contextmanager
     def _phase(self, name: str) -> Iterator[None]:

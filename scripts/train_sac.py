@@ -46,6 +46,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
+from agents.baselines import BASELINES, make_baseline
 from agents.callbacks import (
     CheckpointCallback,
     EpisodeMetricsCallback,
@@ -81,6 +82,9 @@ class TrainConfig:
         buffer_size: replay buffer capacity in transitions.
         learning_starts: random warm-up env steps before the first gradient step.
         target_entropy: target entropy of the automatic entropy coefficient.
+        warmup_policy: a baseline (e.g. salient, with observation=map) that acts in a share of the envs during the
+            random warm-up, so the replay buffer starts with episodes that find the target.
+        warmup_share: share of the envs the warm-up policy acts in (the rest act uniformly at random).
         initial_ent_coef: starting value of the automatic entropy coefficient (the paper's 1.0 suits its long
             runs; rewards here sum to at most 1 per episode, so a short run needs a smaller start to act on them).
         gradient_steps: gradient steps per env step.
@@ -120,6 +124,8 @@ class TrainConfig:
     learning_starts: int = 1_000
     target_entropy: float = PAPER_SAC["target_entropy"]
     initial_ent_coef: float = 1.0
+    warmup_policy: str | None = None
+    warmup_share: float = 0.5
     gradient_steps: int = PAPER_SAC["gradient_steps"]
     float16_buffer: bool = True
     eval_every: int = 6_000
@@ -140,6 +146,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.initial_ent_coef < float("inf"):
             raise ValueError(f"initial_ent_coef must be a positive finite number, got {self.initial_ent_coef!r}")
+        if self.warmup_policy is not None and self.warmup_policy not in BASELINES:
+            raise ValueError(f"warmup_policy must be one of {sorted(BASELINES)} or unset, got {self.warmup_policy!r}")
+        if not 0.0 <= self.warmup_share <= 1.0:
+            raise ValueError(f"warmup_share must be in [0, 1], got {self.warmup_share!r}")
 
 
 def checkpoint_bytes(model: SAC, observation_space: gym.spaces.Dict | gym.spaces.Box, replay_bytes: int) -> int:
@@ -236,8 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             ent_coef=f"auto_{config.initial_ent_coef}",
             gradient_steps=config.gradient_steps,
         )
+    if config.warmup_policy is not None:  # a fresh or resumed run: only acts while num_timesteps < learning_starts
+        model.warmup_policy = make_baseline(config.warmup_policy, train_env, seed=config.seed)
+        model.warmup_share = config.warmup_share
     dtype = np.float16 if config.float16_buffer else np.float32
-    # Every preset trains: 'full' and 'latent' with the original trunk over their streams, 'flat' with an MLP.
+    # Every preset trains: 'full' and 'latent' with the original trunk over their streams, 'flat' with an MLP,
+    # 'map' with a small CNN (agents/trunks.py).
     assert isinstance(observation_space, gym.spaces.Dict | gym.spaces.Box)
     memory = replay_buffer_bytes(model.buffer_size, observation_space, dtype)
     print(

@@ -62,3 +62,20 @@ def test_glimpse_sac_update_equals_sb3(tiny_folder: Path, tiny_checkpoint: Path,
         torch.testing.assert_close(ours[key], sb3_state[key], rtol=0, atol=0, msg=key)
     for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
         assert model.logger.name_to_value[key] == sb3_logged[key]
+
+
+def test_warmup_policy_acts_in_its_share_of_the_envs(tiny_folder: Path, tiny_checkpoint: Path) -> None:
+    from agents.baselines import WholeImageFirstPolicy
+
+    env = make_sb3_vec_env(
+        "AdaGlimpse-ImageFolder-v0", num_envs=4, data_root=str(tiny_folder), checkpoint=tiny_checkpoint,
+        num_glimpses=3, observation="flat",
+    )  # fmt: skip
+    model = make_sac(env, seed=0, device="cpu", learning_starts=8, buffer_size=64, batch_size=8)
+    model.warmup_policy = WholeImageFirstPolicy(3, 4, 64, 32, 64.0)
+    model.warmup_share = 0.5
+    model.learn(8)  # two vector steps, both in the warm-up
+    actions = model.replay_buffer.actions[:2]  # (steps, envs, 3)
+    np.testing.assert_array_equal(actions[0, :2], [[0.0, 0.0, 1.0]] * 2)  # guided envs: the whole image first
+    assert not np.allclose(actions[0, 2:], [0.0, 0.0, 1.0])  # the others: uniform random
+    assert not np.allclose(actions[1, :2], actions[0, :2])  # then the guided envs follow the policy's raster
