@@ -1,18 +1,18 @@
 """How fast SAC learns on a glimpse env: updates per second, env steps per second while learning, and where an
 update's time goes, for each observation preset, measured in one run.
 
-For each ``--presets`` entry (``full`` and ``latent`` get the original trunk, ``flat`` SB3's MLP), a SAC with the
-paper's settings (:func:`agents.sac.make_sac`, batch ``--batch-size``) fills its replay buffer with random steps,
-then SB3's own update (``SAC.train``) and ours (:class:`agents.sac.GlimpseSAC`, the same numbers with one trunk
-backward fewer) run ``--updates`` updates each, in turn, ``--repeats`` times; the table gives the median
-updates/s of each and their ratio taken pair by pair (pairing keeps the ratio honest on a noisy machine). Then a
-breakdown of our update by phase (replay sample and float16 decode, actor forward, target computation, critic
-forward/backward/step, actor loss/backward/step, target update), and env steps/s while learning (``learn`` with
-one update per vector step, ``--num-envs`` envs).
+For each ``--presets`` entry (``full`` and ``latent`` get the original trunk, ``flat`` SB3's MLP, ``map`` the small
+CNN of :mod:`agents.map_features`), a SAC with the paper's settings (:func:`agents.sac.make_sac`, batch
+``--batch-size``) fills its replay buffer with random steps, then SB3's own update (``SAC.train``) and ours
+(:class:`agents.sac.GlimpseSAC`, the same numbers with one trunk backward fewer) run ``--updates`` updates each, in
+turn, ``--repeats`` times; the table gives the median updates/s of each and their ratio taken pair by pair (pairing
+keeps the ratio honest on a noisy machine). Then a breakdown of our update by phase (replay sample and float16
+decode, actor forward, target computation, critic forward/backward/step, actor loss/backward/step, target
+update), and env steps/s while learning (``learn`` with one update per vector step, ``--num-envs`` envs).
 
 Usage::
 
-    python scripts/benchmark_sac.py                                  # digits id, full latent flat, CPU
+    python scripts/benchmark_sac.py                                  # digits id, full latent flat map, CPU
     python scripts/benchmark_sac.py --presets latent --threads 1 2   # thread counts side by side
     python scripts/benchmark_sac.py --device cuda                    # the networks on a GPU (env on the CPU)
 """
@@ -88,7 +88,7 @@ def measure_preset(args: argparse.Namespace, preset: str, threads: int) -> dict[
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="AdaGlimpse-ClutteredDigits-v0", help="registered id to learn on")
-    parser.add_argument("--presets", nargs="+", default=["full", "latent", "flat"], help="observation presets")
+    parser.add_argument("--presets", nargs="+", default=["full", "latent", "flat", "map"], help="observation presets")
     parser.add_argument("--batch-size", type=int, default=128, help="transitions per update (the paper's 128)")
     parser.add_argument("--updates", type=int, default=10, help="updates per timed block")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks of each side (median)")
