@@ -50,3 +50,18 @@ def test_cost_growth_prints_both_paths_and_draws_the_plot(tmp_path: Path, capsys
 def test_nice_ticks_cover_the_data() -> None:
     ticks = benchmark_cost_growth.nice_ticks(23.0)
     assert ticks[0] == 0 and ticks[-1] >= 23.0 and len(ticks) <= 7
+
+
+def test_benchmark_sac_prints_rates_and_phases(capsys: pytest.CaptureFixture[str]) -> None:
+    import benchmark_sac
+
+    argv = ["--env-id", "AdaGlimpse-ClutteredDigits-Fast-v0", "--presets", "flat", "map", "--batch-size", "8",
+            "--updates", "2", "--repeats", "1", "--num-envs", "2", "--fill-steps", "16", "--learn-vector-steps", "1",
+            "--threads", "1"]  # fmt: skip
+    assert benchmark_sac.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rates = [line.split("|")[1:-1] for line in lines if line.startswith(("| flat | 1 | ", "| map | 1 | "))]
+    assert len(rates) == 4  # one rates row and one phases row per preset
+    for row in rates:
+        assert all(float(cell) >= 0 for cell in row[2:])
+    assert float(rates[0][2]) > 0 and float(rates[0][3]) > 0  # flat: SB3's and our updates/s
