@@ -65,3 +65,13 @@ def test_benchmark_sac_prints_rates_and_phases(capsys: pytest.CaptureFixture[str
     for row in rates:
         assert all(float(cell) >= 0 for cell in row[2:])
     assert float(rates[0][2]) > 0 and float(rates[0][3]) > 0  # flat: SB3's and our updates/s
+
+
+def test_probe_rewards_covers_every_step_once(capsys: pytest.CaptureFixture[str]) -> None:
+    import probe_rewards
+
+    argv = ["--num-envs", "2", "--steps", "7", "--bands", "2"]
+    assert probe_rewards.main(argv) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| [")]
+    assert len(rows) == 2 and sum(int(row[4]) for row in rows) == 14
+    assert all(0.0 <= float(row[2]) <= 1.0 and 0.0 <= float(row[3]) <= 1.0 for row in rows)
