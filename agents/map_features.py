@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.sac.policies import Actor, CnnPolicy
 from torch import nn
 
 
@@ -68,13 +69,45 @@ class GlimpseMapExtractor(BaseFeaturesExtractor):
         )
         self.soft_argmax = SpatialSoftArgmax()
         self.head = nn.Sequential(nn.Linear(3 * channels, features_dim), nn.LayerNorm(features_dim), nn.GELU())
+        # One more heat map whose soft-argmax is "where to look next" (read by SpatialActor; unused otherwise).
+        self.where = nn.Conv2d(channels, 1, kernel_size=1)
+        self.where_argmax = SpatialSoftArgmax()
+        #: ``(B, 2)`` ``(x, y)`` in ``[-1, 1]`` of the where-map's soft-argmax for the last forward's batch.
+        self.last_where: torch.Tensor | None = None
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        """``(B, C, M, M) -> (B, features_dim)``."""
+        """``(B, C, M, M) -> (B, features_dim)``; also sets :attr:`last_where`."""
         features = self.convolutions(observations)
         points = self.soft_argmax(features)
         fired = features.flatten(2).amax(dim=-1)
+        self.last_where = self.where_argmax(self.where(torch.nn.functional.gelu(features)))
         return self.head(torch.cat((points, fired), dim=1))
+
+
+class SpatialActor(Actor):
+    """SB3's SAC actor whose mean glimpse position is the map trunk's "where" point plus a learnt correction.
+
+    The position of the action's mean (pre-``tanh``) is ``atanh(0.95 * where) + mu_xy(latent)``, with ``where`` the
+    soft-argmax of a heat map over the map (:class:`GlimpseMapExtractor`): the policy learns one local filter
+    ("look here") that applies everywhere on the map, instead of a regression from the whole map to coordinates.
+    For small glimpses the action's ``(x, y)`` is close to the glimpse centre in the same ``[-1, 1]`` frame.
+    """
+
+    def get_action_dist_params(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        mean, log_std, extra = super().get_action_dist_params(obs)
+        where = getattr(self.features_extractor, "last_where", None)
+        if where is None:
+            return mean, log_std, extra
+        offset = torch.atanh(0.95 * where)
+        return torch.cat((mean[:, :2] + offset, mean[:, 2:]), dim=1), log_std, extra
+
+
+class MapSACPolicy(CnnPolicy):
+    """SB3's SAC ``CnnPolicy`` with :class:`SpatialActor` (for the ``map`` preset)."""
+
+    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> Actor:
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return SpatialActor(**actor_kwargs).to(self.device)
 
 
 def map_policy_kwargs(features_dim: int = 256, channels: int = 32) -> dict[str, Any]:

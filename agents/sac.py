@@ -21,6 +21,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.map_features import MapSACPolicy
 from agents.trunks import policy_setup
 
 #: original `rl_glimpse.py` SAC (CLI defaults of the original).
@@ -208,6 +209,8 @@ def make_sac(
     settings.setdefault("policy_kwargs", setup.policy_kwargs)
     if setup.replay_buffer_class is not None:
         settings.setdefault("replay_buffer_class", setup.replay_buffer_class)
+    # On the map, SAC's actor takes its position from a heat map over the map (agents.map_features.SpatialActor).
+    policy: Any = MapSACPolicy if setup.policy == "CnnPolicy" else setup.policy
     return GlimpseSAC(
-        setup.policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings
+        policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings
     )

@@ -17,9 +17,10 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import SAC
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.sac.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from stable_baselines3.sac.policies import MlpPolicy, MultiInputPolicy
 
 from adaglimpse_env import GlimpseVectorEnv
+from agents.map_features import MapSACPolicy
 from agents.trunks import policy_setup
 
 #: Shipped agents by name: ``sb3:sac:<name>``.
@@ -106,7 +107,7 @@ def load_agent(name_or_stem: str | Path, env: GlimpseVectorEnv, device: str = "c
             f"{space.shape} (e.g. another map_size): make the env as the agent's settings file says"
         )
     setup = policy_setup(space)
-    policy_class = {"MultiInputPolicy": MultiInputPolicy, "MlpPolicy": MlpPolicy, "CnnPolicy": CnnPolicy}
+    policy_class = {"MultiInputPolicy": MultiInputPolicy, "MlpPolicy": MlpPolicy, "CnnPolicy": MapSACPolicy}
     policy = policy_class[setup.policy](space, action_space, lambda _: 0.0, **setup.policy_kwargs)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     try:

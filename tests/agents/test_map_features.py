@@ -43,3 +43,31 @@ def test_other_algorithms_on_the_map_preset(algorithm, tiny_folder, tiny_checkpo
     model.learn(16)
     assert model.num_timesteps >= 16
     env.close()
+
+
+def test_spatial_actor_aims_at_its_where_point() -> None:
+    from agents.map_features import MapSACPolicy
+
+    space = spaces.Box(-3.0, 3.0, shape=(5, 32, 32), dtype=np.float32)
+    action_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
+    from agents.map_features import map_policy_kwargs
+
+    policy = MapSACPolicy(space, action_space, lambda _: 1e-3, **map_policy_kwargs(features_dim=32, channels=8))
+    extractor = policy.actor.features_extractor
+    assert isinstance(extractor, GlimpseMapExtractor)
+    with torch.no_grad():  # the where map fires on channel 3 of the input only, the learnt correction is zero
+        for parameter in policy.actor.mu.parameters():
+            parameter.zero_()
+        for layer in extractor.convolutions:
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        extractor.convolutions[0].weight[0, 3] = 1.0  # first conv channel copies the detail channel
+        extractor.convolutions[2].weight[:, 0] = 1.0 / 9
+        extractor.convolutions[4].weight[:, :, 1, 1] = 1.0
+        extractor.where.weight.fill_(1.0)
+        extractor.where_argmax.log_temperature.fill_(4.0)
+    observation = torch.zeros(1, 5, 32, 32)
+    observation[0, 3, 2:6, 26:30] = 1.0  # something bright at the top right
+    actions, _ = policy.predict(observation.numpy(), deterministic=True)
+    assert actions[0, 0] > 0.5 and actions[0, 1] < -0.5  # x right, y up
