@@ -101,8 +101,12 @@ class GlimpsePolicy(ABC):
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """SB3-compatible: ``(actions, state)`` with actions ``(B, 3)`` (or ``(3,)`` for one observation)."""
         index, batched = self.glimpse_index(observation)
-        actions = np.stack([self.action(int(i)) for i in index]).astype(np.float32)
+        actions = self.batch_actions(observation, index, batched).astype(np.float32)
         return (actions if batched else actions[0]), state
+
+    def batch_actions(self, observation: Any, index: np.ndarray, batched: bool) -> np.ndarray:
+        """``(B, 3)`` actions for envs at glimpse ``index`` (fixed policies: from the index alone)."""
+        return np.stack([self.action(int(i)) for i in index])
 
     @abstractmethod
     def action(self, glimpse: int) -> np.ndarray:
@@ -182,24 +186,16 @@ class SalientPolicy(GlimpsePolicy):
         super().__init__(*args, **kwargs)
         self.side = max(float(self.min_glimpse), side * self.image_size)
 
-    def predict(
-        self,
-        observation: Any,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+    def batch_actions(self, observation: Any, index: np.ndarray, batched: bool) -> np.ndarray:
         """The next glimpse of each env from its map."""
         if isinstance(observation, dict) or np.ndim(observation) < 3:
             raise ValueError(
                 "the salient policy requires the map observation (make the env with observation='map'), got "
                 f"{'a dict' if isinstance(observation, dict) else f'an array of shape {np.shape(observation)}'}"
             )
-        index, batched = self.glimpse_index(observation)
         maps = np.asarray(observation, dtype=np.float32)
         maps = maps if batched else maps[None]
-        actions = np.stack([self._look(m, int(i)) for m, i in zip(maps, index, strict=True)]).astype(np.float32)
-        return (actions if batched else actions[0]), state
+        return np.stack([self._look(m, int(i)) for m, i in zip(maps, index, strict=True)])
 
     def _look(self, glimpse_map: np.ndarray, glimpse: int) -> np.ndarray:
         if glimpse == 0:
