@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from adaglimpse_env.config import EpisodeConfig
+from adaglimpse_env.config import EpisodeConfig, ResolvedEpisodeConfig
 from adaglimpse_env.datasets import folders
 from adaglimpse_env.datasets.base import ImageSource
 from adaglimpse_env.datasets.scenes import ClutteredDigits, SceneConfig
@@ -204,7 +204,7 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
             scene,
         )
     check_class_counts(source, model, task, env_id)
-    episode = EpisodeConfig(task=task, **{key: options.pop(key) for key in _EPISODE_KEYS if key in options})
+    episode = EpisodeConfig(task=task, **{key: options.pop(key) for key in _EPISODE_KEYS if key in options}).resolve()
     shuffle = options.pop("shuffle", split == "train")
     _check_max_episode_steps(options.pop("max_episode_steps", None), episode, env_id)
     unknown = set(options) - set(_ENV_KEYS)
@@ -220,7 +220,7 @@ def _components(kwargs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_max_episode_steps(max_episode_steps: int | None, episode: EpisodeConfig, env_id: str) -> None:
+def _check_max_episode_steps(max_episode_steps: int | None, episode: ResolvedEpisodeConfig, env_id: str) -> None:
     """``gym.make_vec`` hands ``max_episode_steps`` to the env (``gym.make`` applies it as a ``TimeLimit``). An
     episode already ends after ``num_glimpses`` steps, so a limit at or above that never acts; a lower one would
     silently be ignored, so it is refused.
@@ -228,7 +228,6 @@ def _check_max_episode_steps(max_episode_steps: int | None, episode: EpisodeConf
     Raises:
         ValueError: ``max_episode_steps < num_glimpses``.
     """
-    assert episode.num_glimpses is not None
     if max_episode_steps is not None and max_episode_steps < episode.num_glimpses:
         raise ValueError(
             f"{env_id or 'make_env'} requires max_episode_steps >= num_glimpses={episode.num_glimpses} (an episode "
