@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,8 +37,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader
 
-from adaglimpse_env.datasets import UnreadableFiles
-from adaglimpse_env.envs.factory import build_image_source
+from adaglimpse_env.datasets import TransformConfig, UnreadableFiles, build_image_source
 from adaglimpse_env.glimpse import centred_unit_action, extract_glimpses
 from adaglimpse_env.models import ElasticMAE, create_model, load_model, save_model
 from adaglimpse_env.models.checkpoint import atomic_torch_save, safe_torch_load
@@ -229,6 +228,18 @@ def learning_rate(step: int, config: PretrainConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def train_transform(config: PretrainConfig, size: int) -> TransformConfig:
+    """The training images' augmentation: random resized crops down to ``crop_scale_min`` of the area, flips and
+    the configured colour jitter, at the model's input side ``size``."""
+    return TransformConfig(
+        size=size,
+        train=True,
+        scale=(config.crop_scale_min, 1.0),
+        color_jitter=config.color_jitter,
+        vertical_flip=config.vertical_flip,
+    )
+
+
 def endless(loader: DataLoader, epoch_setter: Any = None, first_epoch: int = 0) -> Any:
     """The loader's batches, epoch after epoch from ``first_epoch``, telling ``epoch_setter`` each epoch first."""
     epoch = first_epoch
@@ -407,21 +418,19 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(config.seed + rank)
 
     # Data: random resized crops of the training images; fixed centre crops of held-out ones for evaluation.
+    task = get_task(config.task)
     model = create_model(
         config.model_size, config.task, config.num_segmentation_classes,
         layer_scale_init=config.layer_scale_init, num_classes=config.num_classes,
     ).to(device)  # fmt: skip
-    size = model.config.img_size[0]
-    train_source = build_image_source(config.dataset, config.data_root, "train", config.task, size, augment=True)
-    train_source.transform = replace(
-        train_source.transform,
-        scale=(config.crop_scale_min, 1.0),
-        color_jitter=config.color_jitter,
-        vertical_flip=config.vertical_flip,
-    )
+    train_source = build_image_source(
+        config.dataset, "train", transform=train_transform(config, model.config.img_size[0]),
+        data_root=config.data_root, with_labels=task.needs_labels, with_masks=task.needs_masks,
+    )  # fmt: skip
     val_source = build_image_source(
-        config.val_dataset or config.dataset, config.val_data_root or config.data_root, "val", config.task, size,
-        augment=False,
+        config.val_dataset or config.dataset, "val", transform=TransformConfig(size=model.config.img_size[0]),
+        data_root=config.val_data_root or config.data_root, with_labels=task.needs_labels,
+        with_masks=task.needs_masks,
     )  # fmt: skip
     sampler = SeededEpochSampler(len(train_source), config.seed + 1000 * rank)
     # The loader's own generator only seeds its workers, and leaves the global torch RNG alone.
