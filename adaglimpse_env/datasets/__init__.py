@@ -9,6 +9,7 @@ from adaglimpse_env.datasets.base import (
     scan_images,
 )
 from adaglimpse_env.datasets.folders import ade20k, coco2014, embedded_photos, image_folder, imagenet, sun360
+from adaglimpse_env.datasets.sampler import SeededOrder
 from adaglimpse_env.datasets.sources import DATASETS, build_image_source
 from adaglimpse_env.datasets.stream import ImageStream, UnreadableFiles
 from adaglimpse_env.datasets.transforms import TransformConfig, transform_sample
@@ -20,6 +21,7 @@ __all__ = [
     "DatasetNotFoundError",
     "ImageSource",
     "ImageStream",
+    "SeededOrder",
     "TransformConfig",
     "UnreadableFiles",
     "ade20k",
