@@ -1,4 +1,4 @@
-"""Every registered id builds from plain kwargs and passes Gymnasium's and SB3's env checkers."""
+"""Every registered id builds from keyword overrides of its preset and passes Gymnasium's and SB3's env checkers."""
 
 from __future__ import annotations
 
