@@ -1,11 +1,16 @@
-"""Episode configuration with the paper's defaults (original action space; original `_forward_task`)."""
+"""Episode configuration with the paper's defaults (original action space; original `_forward_task`).
+
+Two types, one resolution: :class:`EpisodeConfig` is what a caller writes (the glimpse budget and grid may be left
+to the task), :class:`ResolvedEpisodeConfig` is what the env and everything downstream read (every value plain and
+typed). :meth:`EpisodeConfig.resolve` is the only place the task's defaults are filled in.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from adaglimpse_env.models.heads import TASKS
+from adaglimpse_env.models.heads import TASKS, TaskName
 from adaglimpse_env.tasks import get_task
 
 REWARD_TYPES = ("diff", "final", "raw")
@@ -13,28 +18,18 @@ OBSERVATION_PRESETS = ("full", "latent", "flat", "map")
 
 
 @dataclass(frozen=True)
-class EpisodeConfig:
-    """What an episode is and what the agent sees.
+class ResolvedEpisodeConfig:
+    """What an episode is and what the agent sees, every value given (see :class:`EpisodeConfig` for the fields).
 
-    Attributes:
-        task: ``reconstruction``, ``classification`` or ``segmentation``.
-        num_glimpses: glimpses per episode (None: the paper's value for the task).
-        grid_size: ``g``; each glimpse gives ``g * g`` patch tokens (None: the paper's value for the task).
-        max_glimpse_ratio: largest glimpse side as a fraction of the image side.
-        reward: ``diff`` (score improvement, the paper's default), ``final`` (final minus initial score, paid at
-            the last step) or ``raw`` (the score itself at every step).
-        early_stop_threshold: end an episode as soon as its score reaches this value (original `_forward_task`).
-        observation: ``full`` (the original agent's state), ``latent`` (latent, coords, mask) or ``flat``
-            (one vector: cls latent, normalised boxes, mask) or ``map`` (a ``(5, M, M)`` picture of what the
-            glimpses showed, where they showed it; :mod:`adaglimpse_env.envs.glimpse_map`).
-        map_size: ``M``, the side of the ``map`` observation.
-        extract_latent_layer: observe the input of this encoder block instead of the final latent (original
-        `aux_latent_layer`).
+    Built by :meth:`EpisodeConfig.resolve`; an env keeps one as ``env.episode``.
+
+    Raises:
+        ValueError: on construction, for a value out of range (the message names the field).
     """
 
-    task: str = "reconstruction"
-    num_glimpses: int | None = None
-    grid_size: int | None = None
+    task: TaskName
+    num_glimpses: int
+    grid_size: int
     max_glimpse_ratio: float = 1.0
     reward: str = "diff"
     early_stop_threshold: float | None = None
@@ -45,11 +40,6 @@ class EpisodeConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
-        task = get_task(self.task)
-        if self.num_glimpses is None:
-            object.__setattr__(self, "num_glimpses", task.default_num_glimpses)
-        if self.grid_size is None:
-            object.__setattr__(self, "grid_size", task.default_grid_size)
         if not isinstance(self.num_glimpses, int) or self.num_glimpses < 1:
             raise ValueError(f"num_glimpses must be a positive int, got {self.num_glimpses!r}")
         if not isinstance(self.grid_size, int) or self.grid_size < 1:
@@ -72,14 +62,72 @@ class EpisodeConfig:
         if isinstance(self.map_size, bool) or not isinstance(self.map_size, int) or not 8 <= self.map_size <= 1024:
             raise ValueError(f"map_size must be an int in [8, 1024] (the map observation side), got {self.map_size!r}")
 
+    def resolve(self) -> ResolvedEpisodeConfig:
+        """Itself: already resolved (so code taking either type calls ``resolve()`` once)."""
+        return self
+
     @property
     def tokens_per_glimpse(self) -> int:
         """``g * g``."""
-        assert self.grid_size is not None
         return self.grid_size**2
 
     @property
     def max_tokens(self) -> int:
         """``P = num_glimpses * g * g``, the padded token budget of an observation."""
-        assert self.num_glimpses is not None
         return self.num_glimpses * self.tokens_per_glimpse
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """What an episode is and what the agent sees, as a caller writes it.
+
+    Attributes:
+        task: ``reconstruction``, ``classification`` or ``segmentation``.
+        num_glimpses: glimpses per episode (None: the paper's value for the task).
+        grid_size: ``g``; each glimpse gives ``g * g`` patch tokens (None: the paper's value for the task).
+        max_glimpse_ratio: largest glimpse side as a fraction of the image side.
+        reward: ``diff`` (score improvement, the paper's default), ``final`` (final minus initial score, paid at
+            the last step) or ``raw`` (the score itself at every step).
+        early_stop_threshold: end an episode as soon as its score reaches this value (original `_forward_task`).
+        observation: ``full`` (the original agent's state), ``latent`` (latent, coords, mask), ``flat``
+            (one vector: cls latent, normalised boxes, mask) or ``map`` (a ``(5, M, M)`` picture of what the
+            glimpses showed, where they showed it; :mod:`adaglimpse_env.envs.glimpse_map`).
+        extract_latent_layer: observe the input of this encoder block instead of the final latent (original
+            `aux_latent_layer`).
+        map_size: ``M``, the side of the ``map`` observation.
+
+    Raises:
+        ValueError: on construction, for an unknown task or a value out of range.
+    """
+
+    task: str = "reconstruction"
+    num_glimpses: int | None = None
+    grid_size: int | None = None
+    max_glimpse_ratio: float = 1.0
+    reward: str = "diff"
+    early_stop_threshold: float | None = None
+    observation: str = "full"
+    extract_latent_layer: int | None = None
+    map_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.resolve()  # a bad value fails where it is written, not when an env is built from it
+
+    def resolve(self) -> ResolvedEpisodeConfig:
+        """The same settings with the task's own glimpse budget and grid where none was given.
+
+        Raises:
+            ValueError: for an unknown task or a value out of range.
+        """
+        task = get_task(self.task)
+        return ResolvedEpisodeConfig(
+            task=task.name,
+            num_glimpses=task.default_num_glimpses if self.num_glimpses is None else self.num_glimpses,
+            grid_size=task.default_grid_size if self.grid_size is None else self.grid_size,
+            max_glimpse_ratio=self.max_glimpse_ratio,
+            reward=self.reward,
+            early_stop_threshold=self.early_stop_threshold,
+            observation=self.observation,
+            extract_latent_layer=self.extract_latent_layer,
+            map_size=self.map_size,
+        )

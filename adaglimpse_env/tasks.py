@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from adaglimpse_env.datasets.base import ImageSource
+from adaglimpse_env.datasets.folders import ADE20K_CLASSES
 from adaglimpse_env.metrics import confusion_matrix, segmentation_scores
 from adaglimpse_env.models.heads import (
     IGNORE_INDEX,
@@ -153,6 +155,21 @@ class Task(ABC):
         """The pretraining metric from its summed counts."""
         return numerator / max(denominator, 1)
 
+    # --------------------------------------------------------------------------------------------------------- data
+    def check_classes(self, source: ImageSource, model: ElasticMAE, what: str) -> None:
+        """Fail at construction when ``source`` has more classes than ``model`` predicts (else torch fails
+        mid-run with ``index out of bounds``); a task that reads no classes accepts any source.
+
+        Args:
+            source: the env's images.
+            model: the frozen model.
+            what: how the message names the env (its id).
+
+        Raises:
+            ValueError: naming both numbers.
+        """
+        return None  # reconstruction reads no classes
+
     # ----------------------------------------------------------------------------------------------------- pictures
     def prediction_images(self, model: ElasticMAE, prediction: torch.Tensor) -> torch.Tensor | None:
         """The prediction as normalised images ``(B, 3, H, W)``, or None when the task does not predict images."""
@@ -245,6 +262,18 @@ class ClassificationTask(Task):
     def _target(self, targets: TaskTargets) -> torch.Tensor | None:
         return targets.labels
 
+    def check_classes(self, source: ImageSource, model: ElasticMAE, what: str) -> None:
+        """The largest label must be one of the model's ``num_classes`` outputs (see :meth:`Task.check_classes`)."""
+        if source.labels is None or not len(source.labels):
+            return
+        needed = int(max(source.labels)) + 1
+        if needed > model.config.num_classes:
+            raise ValueError(
+                f"{what} requires a model with at least {needed} classes for its data ({len(source.classes)} class "
+                f"folders), got a checkpoint with num_classes={model.config.num_classes}; use a checkpoint trained "
+                "on these classes or remove class folders"
+            )
+
     def distillation_loss(self, prediction: torch.Tensor, teacher_output: torch.Tensor) -> torch.Tensor:
         """``KL(teacher || student)`` summed over classes, mean over the batch (original `_forward_task`).
 
@@ -300,6 +329,15 @@ class SegmentationTask(Task):
 
     def _target(self, targets: TaskTargets) -> torch.Tensor | None:
         return targets.masks
+
+    def check_classes(self, source: ImageSource, model: ElasticMAE, what: str) -> None:
+        """Masks (only ADE20K's today) need all their classes among the decoder's output channels (``out_chans``);
+        see :meth:`Task.check_classes`."""
+        if source.has_masks and model.config.out_chans < ADE20K_CLASSES:
+            raise ValueError(
+                f"{what} requires a segmentation model with at least {ADE20K_CLASSES} classes (ADE20K's mask "
+                f"classes), got a checkpoint with {model.config.out_chans} (out_chans)"
+            )
 
     def episode_metrics(
         self, prediction: torch.Tensor, score: torch.Tensor, targets: TaskTargets

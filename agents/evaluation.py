@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -149,16 +148,28 @@ def run_policy(
     }
 
 
-def mean_image_rmse(env_id: str, env_kwargs: dict[str, Any], episodes: int, seed: int) -> float:
-    """RMSE (0-255) of predicting every held-out image by the per-pixel mean of ``episodes`` training crops."""
+def mean_image_rmse(env_id: str, env_kwargs: dict[str, Any], image_size: int, episodes: int, seed: int) -> float:
+    """RMSE (0-255) of predicting every held-out image by the per-pixel mean of ``episodes`` training crops.
+
+    Reads the images an env of ``env_id`` would see (train split for the mean, val split to score it), through
+    the env's own image stream but without building the env or loading its model.
+
+    Args:
+        env_id: a registered id.
+        env_kwargs: its ``gym.make`` keywords (``split`` is set here).
+        image_size: the model's input side in pixels (an env's ``image_size[0]``).
+        episodes: held-out images scored; the mean is taken over at least 64 training images.
+        seed: the streams' seed, as ``env.reset(seed=seed)``.
+    """
+    from adaglimpse_env.envs.factory import make_image_stream
     from adaglimpse_env.normalization import to_pixels
 
     def pixels(split: str, count: int) -> torch.Tensor:
-        env = gym.make_vec(env_id, num_envs=1, **{**env_kwargs, "split": split, "num_glimpses": 1})
-        assert isinstance(env, GlimpseVectorEnv)
-        env.stream.reseed(seed)
-        images = torch.stack([to_pixels(sample["image"]) for sample in env.stream.next_samples(count)])
-        env.close()
+        stream = make_image_stream(env_id, image_size, seed, **{**env_kwargs, "split": split})
+        try:
+            images = torch.stack([to_pixels(sample["image"]) for sample in stream.next_samples(count)])
+        finally:
+            stream.close()
         return images.double()
 
     mean = pixels("train", max(episodes, 64)).mean(dim=0)

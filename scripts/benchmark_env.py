@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaglimpse_env import EpisodeConfig, GlimpseVectorEnv
+from adaglimpse_env import EpisodeConfig, GlimpseVectorEnv, ResolvedEpisodeConfig
 from adaglimpse_env.datasets import TransformConfig, embedded_photos
 from adaglimpse_env.models import ElasticMAE, attention_rollout, create_model
 from adaglimpse_env.normalization import to_pixels
@@ -59,7 +59,7 @@ def autocast(device: torch.device, dtype: str | None) -> AbstractContextManager[
 def bare_episode(
     model: ElasticMAE,
     num_envs: int,
-    episode: EpisodeConfig,
+    episode: ResolvedEpisodeConfig,
     device: torch.device,
     incremental: bool,
     autocast_dtype: str | None,
@@ -85,7 +85,6 @@ def bare_episode(
         constants = model.decoder_constants(dtype) if incremental and head.needs_decoder else None
     tokens = torch.zeros(num_envs, budget, model.config.embed_dim, dtype=dtype, device=device)
 
-    assert episode.num_glimpses is not None
     num_glimpses = episode.num_glimpses
 
     @torch.inference_mode()
@@ -187,7 +186,7 @@ def registered_throughput(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(0)
         env.reset(seed=0)
         actions = [rng.uniform(-1, 1, size=(num_envs, 3)).astype(np.float32) for _ in range(64)]
-        for step in range(env.episode.num_glimpses or 1):  # warm-up episode
+        for step in range(env.num_glimpses):  # warm-up episode
             env.step(actions[step % 64])
         steps = episodes = 0
         start = time.perf_counter()
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.env_id is not None:
         return registered_throughput(args)
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-    episode = EpisodeConfig(task=args.task, num_glimpses=args.num_glimpses)
+    episode = EpisodeConfig(task=args.task, num_glimpses=args.num_glimpses).resolve()
     incremental = not args.reference
     path = "reference (incremental=False)" if args.reference else "incremental"
     print(f"# benchmark_env: {args.task}, {args.num_glimpses} glimpses, {path} path, output={args.output}, ")

@@ -90,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     # --env-kwargs split=... is the same setting as --split (and wins): never pass it twice.
     args.split = env_kwargs.pop("split", args.split)
     rows = []
+    image_size = 0
     for spec in args.policies:
         env = gym.make_vec(args.env_id, num_envs=args.num_envs, split=args.split, **env_kwargs)
         assert isinstance(env, GlimpseVectorEnv)
+        image_size = env.image_size[0]
         policy = load_policy(spec, env, args.seed, args.device, trust_pickle=args.trust_pickle)
         result = run_policy(env, policy, args.episodes, args.seed)
         label = f"{spec} (oracle: sees the image)" if spec in ORACLES else spec
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mean_image:
         if rows[0]["metric"] != "rmse":
             raise SystemExit("--mean-image needs a reconstruction env")
-        value = mean_image_rmse(args.env_id, env_kwargs, args.episodes, args.seed)
+        value = mean_image_rmse(args.env_id, env_kwargs, image_size, args.episodes, args.seed)
         steps = len(rows[0]["metric_by_glimpse"])
         rows.append({
             "policy": "mean-image predictor", "env_id": args.env_id, "episodes": args.episodes, "metric": "rmse",

@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,8 +37,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader
 
-from adaglimpse_env.datasets import UnreadableFiles
-from adaglimpse_env.envs.factory import build_image_source
+from adaglimpse_env.datasets import ImageSource, SeededOrder, TransformConfig, UnreadableFiles, build_image_source
 from adaglimpse_env.glimpse import centred_unit_action, extract_glimpses
 from adaglimpse_env.models import ElasticMAE, create_model, load_model, save_model
 from adaglimpse_env.models.checkpoint import atomic_torch_save, safe_torch_load
@@ -245,14 +244,33 @@ def learning_rate(step: int, config: PretrainConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def endless(loader: DataLoader, epoch_setter: Any = None, first_epoch: int = 0) -> Any:
-    """The loader's batches, epoch after epoch from ``first_epoch``, telling ``epoch_setter`` each epoch first."""
-    epoch = first_epoch
-    while True:
-        if epoch_setter is not None:
-            epoch_setter(epoch)
-        yield from loader
-        epoch += 1
+def train_transform(config: PretrainConfig, size: int) -> TransformConfig:
+    """The training images' augmentation: random resized crops down to ``crop_scale_min`` of the area, flips and
+    the configured colour jitter, at the model's input side ``size``."""
+    return TransformConfig(
+        size=size,
+        train=True,
+        scale=(config.crop_scale_min, 1.0),
+        color_jitter=config.color_jitter,
+        vertical_flip=config.vertical_flip,
+    )
+
+
+def training_batches(source: ImageSource, config: PretrainConfig, rank: int, step: int) -> Iterator[dict[str, Any]]:
+    """Endless batches (see :func:`collate`) of the training images, from step ``step`` on.
+
+    Order and crops come from :class:`SeededOrder`, the sampler of the env's image stream, seeded by the run seed
+    and the process rank: every process samples all the files, in its own order. A resumed run skips the
+    ``step * batch_size`` samples its steps took (a batch with no readable image takes no step, so after one the
+    resumed sequence is shifted by that batch).
+    """
+    sampler = SeededOrder(len(source), config.seed + 1000 * rank, start=step * config.batch_size)
+    # The loader's own generator only seeds its workers, and leaves the global torch RNG alone.
+    loader = DataLoader(
+        source, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
+        generator=torch.Generator().manual_seed(config.seed + rank),
+    )  # fmt: skip
+    return iter(loader)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -273,29 +291,6 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         if "target_box" in good[0]:
             batch["target_box"] = torch.stack([s["target_box"] for s in good])
     return batch
-
-
-class SeededEpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
-    """One epoch of ``(index, augmentation seed)`` pairs: a shuffle of the files and a seed for each, both fixed by
-    the run seed and the epoch (:meth:`set_epoch`).
-
-    Both are drawn here, in the main process: what the batches hold does not depend on the number of loader
-    workers. (A seed drawn inside the dataset from an epoch attribute set between epochs never reaches persistent
-    workers, whose copy of the dataset keeps epoch 0: every epoch then repeated the first one's crops.)
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist()
-        return iter([(index, hash((self.seed, self.epoch, index)) % (2**31 - 1)) for index in order])
 
 
 def build_teacher(config: PretrainConfig, device: torch.device) -> torch.nn.Module | None:
@@ -423,28 +418,19 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(config.seed + rank)
 
     # Data: random resized crops of the training images; fixed centre crops of held-out ones for evaluation.
+    task = get_task(config.task)
     model = create_model(
         config.model_size, config.task, config.num_segmentation_classes,
         layer_scale_init=config.layer_scale_init, num_classes=config.num_classes,
     ).to(device)  # fmt: skip
-    size = model.config.img_size[0]
-    train_source = build_image_source(config.dataset, config.data_root, "train", config.task, size, augment=True)
-    train_source.transform = replace(
-        train_source.transform,
-        scale=(config.crop_scale_min, 1.0),
-        color_jitter=config.color_jitter,
-        vertical_flip=config.vertical_flip,
-    )
-    val_source = build_image_source(
-        config.val_dataset or config.dataset, config.val_data_root or config.data_root, "val", config.task, size,
-        augment=False,
+    train_source = build_image_source(
+        config.dataset, "train", transform=train_transform(config, model.config.img_size[0]),
+        data_root=config.data_root, with_labels=task.needs_labels, with_masks=task.needs_masks,
     )  # fmt: skip
-    sampler = SeededEpochSampler(len(train_source), config.seed + 1000 * rank)
-    # The loader's own generator only seeds its workers, and leaves the global torch RNG alone.
-    loader = DataLoader(
-        train_source, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_source) >= config.batch_size,
-        num_workers=config.num_workers, collate_fn=collate, persistent_workers=config.num_workers > 0,
-        generator=torch.Generator().manual_seed(config.seed + rank),
+    val_source = build_image_source(
+        config.val_dataset or config.dataset, "val", transform=TransformConfig(size=model.config.img_size[0]),
+        data_root=config.val_data_root or config.data_root, with_labels=task.needs_labels,
+        with_masks=task.needs_masks,
     )  # fmt: skip
     val_data: torch.utils.data.Dataset[dict[str, Any]] = val_source
     if config.num_val_images is not None:  # e.g. the first 512 of the 2,000 fixed val scenes
@@ -521,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
 
     progress = tqdm(total=config.steps, initial=step, disable=not is_main, desc="pretrain", unit="step")
     generator = torch.Generator().manual_seed(config.seed * 7919 + rank + step)
-    batches = endless(loader, sampler.set_epoch, first_epoch=step // max(1, len(loader)))  # a resumed run goes on
+    batches = training_batches(train_source, config, rank, step)  # a resumed run goes on where it stopped
     skipped = UnreadableFiles(len(train_source))  # the env's bookkeeping: warn once per file, count every skip
     model.train()
     while step < config.steps:

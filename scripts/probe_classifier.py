@@ -63,7 +63,7 @@ def probe(env: GlimpseVectorEnv, num_scenes: int, batch_size: int = 100) -> dict
     """Accuracy of ``env``'s frozen model for each row of :func:`glimpse_sets` over its first ``num_scenes`` val
     scenes (read from ``env.image_source``, so the same scenes as the env's ``split="val"`` episodes)."""
     source, model = env.image_source, env.model
-    grid = int(env.episode.grid_size or 2)
+    grid = env.grid_size
     generator = torch.Generator().manual_seed(0)
     correct: dict[str, int] = {}
     for start in range(0, num_scenes, batch_size):

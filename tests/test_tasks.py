@@ -52,7 +52,8 @@ def test_needs_and_paper_defaults() -> None:
         14,
         8,
     ]
-    assert EpisodeConfig(task="segmentation").grid_size == 3 and EpisodeConfig(task="classification").grid_size == 2
+    assert EpisodeConfig(task="segmentation").resolve().grid_size == 3
+    assert EpisodeConfig(task="classification").resolve().grid_size == 2
     assert get_task("classification").needs_labels and not get_task("reconstruction").needs_labels
     assert get_task("segmentation").needs_masks and not get_task("classification").needs_masks
     with pytest.raises(ValueError, match="task must be one of"):

@@ -1,9 +1,9 @@
 """An endless, seeded stream of decoded samples, decoded ahead of time by DataLoader worker processes.
 
 The env pulls a few samples at every reset; decoding (JPEG, resize, crop) runs in ``num_workers`` background
-processes so the model never waits on it. Order and augmentation depend only on the seed: epoch ``e`` visits
-the files in ``permutation(seed, e)`` (or in file order without shuffling), and sample ``k`` of the stream is
-transformed with its own seed, whichever worker decodes it.
+processes so the model never waits on it. Order and augmentation depend only on the seed
+(:class:`~adaglimpse_env.datasets.sampler.SeededOrder`): sample ``k`` of the stream is transformed with its own seed,
+whichever worker decodes it.
 """
 
 from __future__ import annotations
@@ -14,28 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from adaglimpse_env.datasets.base import ImageSource
-
-
-class _SeededOrder(Sampler[tuple[int, int]]):
-    """Endless ``(file index, sample seed)`` pairs."""
-
-    def __init__(self, size: int, seed: int, shuffle: bool) -> None:
-        self.size, self.seed, self.shuffle = size, seed, shuffle
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = 0
-        sample_seeds = np.random.default_rng([self.seed, 1])
-        while True:
-            if self.shuffle:
-                order = np.random.default_rng([self.seed, 0, epoch]).permutation(self.size)
-            else:
-                order = np.arange(self.size)
-            seeds = sample_seeds.integers(0, 2**31 - 1, size=self.size)
-            yield from zip(order.tolist(), seeds.tolist(), strict=True)
-            epoch += 1
+from adaglimpse_env.datasets.sampler import SeededOrder
 
 
 def _identity(sample: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +150,7 @@ class ImageStream:
     def _make_iterator(self) -> Iterator[dict[str, Any]]:
         loader = DataLoader(
             self.source,
-            sampler=_SeededOrder(len(self.source), self._seed, self.shuffle),
+            sampler=SeededOrder(len(self.source), self._seed, self.shuffle),
             batch_size=None,
             num_workers=self.num_workers,
             collate_fn=_identity,  # type: ignore[arg-type]  # batch_size=None: one sample at a time

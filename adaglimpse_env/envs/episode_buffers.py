@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaglimpse_env.config import EpisodeConfig
+from adaglimpse_env.config import ResolvedEpisodeConfig
 from adaglimpse_env.envs.glimpse_map import GlimpseMap
 from adaglimpse_env.glimpse import GlimpseBoxes
 from adaglimpse_env.normalization import to_pixels
@@ -64,7 +64,7 @@ class EpisodeBuffers:
     def __init__(
         self,
         num_envs: int,
-        episode: EpisodeConfig,
+        episode: ResolvedEpisodeConfig,
         task: Task,
         image_size: tuple[int, int],
         device: torch.device,
@@ -74,7 +74,6 @@ class EpisodeBuffers:
     ) -> None:
         b, p, dev = num_envs, episode.max_tokens, device
         height, width = image_size
-        assert episode.num_glimpses is not None
         self.num_envs = num_envs
         self.device = device
         self.image_size = image_size

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaglimpse_env.config import EpisodeConfig
+from adaglimpse_env.config import ResolvedEpisodeConfig
 from adaglimpse_env.envs.episode_buffers import EpisodeBuffers, Rows, upload
 from adaglimpse_env.models.heads import TaskHead
 from adaglimpse_env.models.mae import ConstantTokens, ElasticMAE, attention_rollout
@@ -70,7 +70,7 @@ class FrozenModelRunner:
         self,
         model: ElasticMAE,
         task: Task,
-        episode: EpisodeConfig,
+        episode: ResolvedEpisodeConfig,
         device: torch.device,
         autocast_dtype: str | torch.dtype | None = None,
         compile_model: bool = False,

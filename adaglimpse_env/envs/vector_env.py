@@ -18,7 +18,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from adaglimpse_env.config import EpisodeConfig
+from adaglimpse_env.config import EpisodeConfig, ResolvedEpisodeConfig
 from adaglimpse_env.datasets.base import ImageSource
 from adaglimpse_env.datasets.stream import ImageStream
 from adaglimpse_env.envs.actions import validate_actions
@@ -50,7 +50,8 @@ class GlimpseVectorEnv(VectorEnv):
         num_envs: images held at once.
         model: the frozen :class:`ElasticMAE` (moved to ``device``, put in eval mode, gradients off).
         image_source: where images come from.
-        episode: task, glimpse budget, reward and observation preset.
+        episode: task, glimpse budget, reward and observation preset (default: ``EpisodeConfig()``); resolved
+            once here, kept as ``self.episode`` (:class:`ResolvedEpisodeConfig`).
         device: ``"cpu"``, ``"cuda"``, ...
         shuffle: draw images in a seeded random order (else in file order).
         num_workers: background decoding processes.
@@ -96,7 +97,7 @@ class GlimpseVectorEnv(VectorEnv):
         num_envs: int,
         model: ElasticMAE,
         image_source: ImageSource,
-        episode: EpisodeConfig | None = None,
+        episode: EpisodeConfig | ResolvedEpisodeConfig | None = None,
         device: str | torch.device = "cpu",
         shuffle: bool = True,
         num_workers: int = 0,
@@ -119,7 +120,7 @@ class GlimpseVectorEnv(VectorEnv):
         for name, flag in (("compile_model", compile_model), ("incremental", incremental)):
             if not isinstance(flag, bool):
                 raise TypeError(f"GlimpseVectorEnv requires {name} to be a bool, got {flag!r}")
-        self.episode = episode or EpisodeConfig()
+        self.episode: ResolvedEpisodeConfig = (episode or EpisodeConfig()).resolve()
         self.task: Task = get_task(self.episode.task)
         self.head: TaskHead = self.task.head
         _check_model(model, self.head, self.episode)
@@ -136,7 +137,7 @@ class GlimpseVectorEnv(VectorEnv):
         if height != width:
             raise ValueError(f"GlimpseVectorEnv requires a square model input, got img_size={model.config.img_size}")
         # The smallest glimpse (16 * grid_size px) must fit in the image: fail here, not at the first step.
-        glimpse_size_range((height, width), int(self.episode.grid_size or 2), self.episode.max_glimpse_ratio)
+        glimpse_size_range((height, width), self.episode.grid_size, self.episode.max_glimpse_ratio)
         if image_source.transform.size != height:
             raise ValueError(
                 f"The image source produces {image_source.transform.size} px images but the model expects {height} px; "
@@ -326,13 +327,11 @@ class GlimpseVectorEnv(VectorEnv):
     @property
     def num_glimpses(self) -> int:
         """Glimpses per episode (the episode's budget)."""
-        assert self.episode.num_glimpses is not None  # EpisodeConfig resolves it from the task
         return self.episode.num_glimpses
 
     @property
     def grid_size(self) -> int:
         """Grid cells per glimpse side ``g``."""
-        assert self.episode.grid_size is not None  # EpisodeConfig resolves it from the task
         return self.episode.grid_size
 
     @property
@@ -494,7 +493,7 @@ class GlimpseVectorEnv(VectorEnv):
         return info
 
 
-def _check_model(model: ElasticMAE, head: TaskHead, episode: EpisodeConfig) -> None:
+def _check_model(model: ElasticMAE, head: TaskHead, episode: ResolvedEpisodeConfig) -> None:
     if not isinstance(model, ElasticMAE):
         raise TypeError(f"GlimpseVectorEnv requires an ElasticMAE model, got {type(model).__name__}")
     if head.needs_decoder and model.config.decoder_type != head.decoder_type:

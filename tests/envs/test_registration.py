@@ -1,4 +1,4 @@
-"""Every registered id builds from plain kwargs and passes Gymnasium's and SB3's env checkers."""
+"""Every registered id builds from keyword overrides of its preset and passes Gymnasium's and SB3's env checkers."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ DATA_FOLDERS = {"imagenet": "imagenet", "sun360": "sun360", "ade20k": "ade20k", 
 def small_kwargs(env_id: str, data_root: Path, models: dict) -> dict:
     """A tiny model and generated data for every id (the embedded photos need no data folder)."""
     preset = ENV_PRESETS[env_id]
-    kwargs = {"checkpoint": models[preset["task"]], "num_glimpses": 2, "num_workers": 0}
-    if preset["dataset"] in DATA_FOLDERS:
-        kwargs["data_root"] = str(data_root / DATA_FOLDERS[preset["dataset"]])
+    kwargs = {"checkpoint": models[preset.task], "num_glimpses": 2, "num_workers": 0}
+    if preset.dataset in DATA_FOLDERS:
+        kwargs["data_root"] = str(data_root / DATA_FOLDERS[preset.dataset])
     return kwargs
 
 
@@ -68,10 +68,10 @@ def test_dataset_ids_decode_in_background_workers(data_root: Path, models: dict)
 
 
 def test_presets_follow_the_paper() -> None:
-    assert ENV_PRESETS["AdaGlimpse-ImageNet-v0"]["task"] == "classification"
-    assert ENV_PRESETS["AdaGlimpse-ImageNet-v0"]["num_glimpses"] == 14
-    assert ENV_PRESETS["AdaGlimpse-ImageNet-Reconstruction-v0"]["num_glimpses"] == 12
-    assert ENV_PRESETS["AdaGlimpse-ADE20K-Segmentation-v0"]["grid_size"] == 3
+    assert ENV_PRESETS["AdaGlimpse-ImageNet-v0"].task == "classification"
+    assert ENV_PRESETS["AdaGlimpse-ImageNet-v0"].num_glimpses == 14
+    assert ENV_PRESETS["AdaGlimpse-ImageNet-Reconstruction-v0"].num_glimpses == 12
+    assert ENV_PRESETS["AdaGlimpse-ADE20K-Segmentation-v0"].grid_size == 3
 
 
 def test_missing_data_root_names_kwarg_env_var_and_layout(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import pretrain_mae
 
+from adaglimpse_env.datasets import ImageSource, SeededOrder, TransformConfig, build_image_source, image_folder
 from adaglimpse_env.models import create_model, load_model
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pretrain_mae.py"
@@ -154,3 +159,39 @@ def test_target_glimpses_show_the_whole_target(placement: str) -> None:
         assert ((offset - side / 4).abs() <= side / 8 + 1).all()
     with pytest.raises(ValueError, match="placement must be 'cell' or 'anywhere'"):
         pretrain_mae.target_glimpse_actions(targets, 1, (2.0, 3.5), (224, 224), 2, generator, "centre")
+
+
+def test_sources_are_built_with_the_configured_transforms(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[tuple[str, TransformConfig, ImageSource]] = []
+
+    def recording(dataset: str, split: str, **kwargs: Any) -> ImageSource:
+        source = build_image_source(dataset, split, **kwargs)
+        built.append((split, kwargs["transform"], source))
+        return source
+
+    monkeypatch.setattr(pretrain_mae, "build_image_source", recording)
+    args = [*base_args(folder, tmp_path, 1), "--crop-scale-min", "0.5", "--color-jitter", "0.2", "--vertical-flip"]
+    assert pretrain_mae.main(args) == 0
+    (train_split, train, train_source), (val_split, val, val_source) = built
+    assert (train_split, val_split) == ("train", "val")
+    assert train == TransformConfig(size=val.size, train=True, scale=(0.5, 1.0), color_jitter=0.2, vertical_flip=True)
+    assert val == TransformConfig(size=val.size)  # held-out images: the deterministic centre crop
+    # The sources keep the transforms they were built with (nothing overwrites them afterwards).
+    assert train_source.transform is train and val_source.transform is val
+
+
+def test_training_batches_resume_where_the_run_stopped(folder: Path) -> None:
+    config = replace(pretrain_mae.parse_args(base_args(folder, Path("unused"), 1)), batch_size=3)
+    source = image_folder(folder, pretrain_mae.train_transform(config, 32))
+    whole = list(itertools.islice(pretrain_mae.training_batches(source, config, rank=0, step=0), 6))
+    resumed = list(itertools.islice(pretrain_mae.training_batches(source, config, rank=0, step=4), 2))
+    for before, after in zip(whole[4:], resumed, strict=True):
+        assert torch.equal(before["image"], after["image"]) and torch.equal(before["label"], after["label"])
+    # Batches are the env's sampler's pairs, three at a time, running across epoch ends (4 images).
+    pairs = list(itertools.islice(SeededOrder(4, config.seed), 18))
+    for k, batch in enumerate(whole):
+        assert torch.equal(batch["image"], torch.stack([source[pair]["image"] for pair in pairs[3 * k : 3 * k + 3]]))
+    other_rank = next(pretrain_mae.training_batches(source, config, rank=1, step=0))
+    assert not torch.equal(other_rank["image"], whole[0]["image"])

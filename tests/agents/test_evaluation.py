@@ -1,0 +1,38 @@
+"""The mean-image reference reads the env's images without building the env or its model."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+
+import adaglimpse_env  # noqa: F401  (registers the ids)
+from adaglimpse_env.envs import factory
+from agents.evaluation import mean_image_rmse
+
+
+def _no_model(*args: object, **kwargs: object) -> None:
+    raise AssertionError("mean_image_rmse must not load a model")
+
+
+def test_mean_image_rmse_loads_no_model_and_keeps_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(factory, "build_model", _no_model)
+    # The value mean_image_rmse gave when it built a whole env per split (before the image stream could be made
+    # without one): the same images, in the same order, with the same crops.
+    assert mean_image_rmse("AdaGlimpse-Photos-v0", {}, 224, 6, 3) == pytest.approx(62.0078441059036, abs=1e-9)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_image_stream_reads_what_the_env_reads(split: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = gym.make_vec("AdaGlimpse-Photos-v0", num_envs=2, split=split)
+    env_stream = env.unwrapped.stream  # type: ignore[attr-defined]
+    env_stream.reseed(5)
+    expected = env_stream.next_samples(3)
+    env.close()
+    monkeypatch.setattr(factory, "build_model", _no_model)
+    stream = factory.make_image_stream("AdaGlimpse-Photos-v0", 224, seed=5, split=split)
+    assert (stream.shuffle, stream.source.transform) == (env_stream.shuffle, env_stream.source.transform)
+    for sample, reference in zip(stream.next_samples(3), expected, strict=True):
+        assert sample["index"] == reference["index"]
+        assert torch.equal(sample["image"], reference["image"])
+    stream.close()
