@@ -41,7 +41,7 @@ def probe(env: GlimpseVectorEnv, steps: int, bands: int, threshold: float, seed:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="AdaGlimpse-ClutteredDigits-Fast-v0", help="registered id")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="extra gym.make_vec kwargs")
@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bands", type=positive_int, default=5, help="scale bands")
     parser.add_argument("--threshold", type=float, default=0.1, help="gain above it, loss below minus it")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scenes and the actions")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     env = gym.make_vec(args.env_id, num_envs=args.num_envs, **parse_key_values(args.env_kwargs))
     assert isinstance(env, GlimpseVectorEnv)
     rows = probe(env, args.steps, args.bands, args.threshold, args.seed)
