@@ -8,9 +8,10 @@ sequences so that memory stays bounded.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from adaglimpse_env.glimpse import compute_glimpse_boxes, extract_patches
+from adaglimpse_env.glimpse import action_to_unit, compute_glimpse_boxes, extract_patches
 from adaglimpse_env.models.mae import ElasticMAE
 from adaglimpse_env.tasks import Task, TaskTargets
 
@@ -82,3 +83,24 @@ def score_candidate_glimpses(
         score = task.score(model, prediction, images.repeat_interleave(count, dim=0), repeated, repeat(image_pixels))
         scores.append(score.float().reshape(batch, count))
     return torch.cat(scores, dim=1)
+
+
+def candidate_unit_actions(actions: np.ndarray | torch.Tensor, num_envs: int, device: torch.device) -> torch.Tensor:
+    """Candidate actions ``(num_envs, K, 3)`` ``(x, y, scale)`` in ``[-1, 1]``, checked and clipped, as the
+    original-order unit actions :func:`score_candidate_glimpses` takes.
+
+    Raises:
+        ValueError: wrong shape or non-finite actions.
+    """
+    if isinstance(actions, np.ndarray):  # a broadcast view is read-only: copy it into one float32 block
+        actions = np.ascontiguousarray(actions, dtype=np.float32)
+    candidates = torch.as_tensor(actions, dtype=torch.float32).to(device)
+    if candidates.ndim != 3 or candidates.shape[0] != num_envs or candidates.shape[2] != 3:
+        raise ValueError(
+            f"score_candidates requires actions of shape ({num_envs}, K, 3) ordered (x, y, scale), "
+            f"got {tuple(candidates.shape)}"
+        )
+    if not bool(torch.isfinite(candidates).all()):
+        raise ValueError("score_candidates requires finite actions, got NaN or inf")
+    batch, count = candidates.shape[:2]
+    return action_to_unit(candidates.clamp(-1.0, 1.0).reshape(-1, 3)).reshape(batch, count, 3)

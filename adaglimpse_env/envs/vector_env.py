@@ -23,8 +23,9 @@ from adaglimpse_env.datasets.base import ImageSource
 from adaglimpse_env.datasets.stream import ImageStream
 from adaglimpse_env.envs.actions import validate_actions
 from adaglimpse_env.envs.episode_buffers import EpisodeBuffers, upload
-from adaglimpse_env.envs.lookahead import score_candidate_glimpses
+from adaglimpse_env.envs.lookahead import candidate_unit_actions, score_candidate_glimpses
 from adaglimpse_env.envs.model_runner import FrozenModelRunner, ModelEvaluation
+from adaglimpse_env.envs.observations import agent_observation, info_tensors
 from adaglimpse_env.envs.spaces import action_space, observation_space
 from adaglimpse_env.glimpse import action_to_unit, compute_glimpse_boxes, extract_patches, glimpse_size_range
 from adaglimpse_env.models.heads import TaskHead
@@ -377,18 +378,7 @@ class GlimpseVectorEnv(VectorEnv):
         """
         if not self._started:
             raise ValueError("score_candidates requires reset() first")
-        if isinstance(actions, np.ndarray):  # a broadcast view is read-only: copy it into one float32 block
-            actions = np.ascontiguousarray(actions, dtype=np.float32)
-        candidates = torch.as_tensor(actions, dtype=torch.float32).to(self.device)
-        if candidates.ndim != 3 or candidates.shape[0] != self.num_envs or candidates.shape[2] != 3:
-            raise ValueError(
-                f"score_candidates requires actions of shape ({self.num_envs}, K, 3) ordered (x, y, scale), "
-                f"got {tuple(candidates.shape)}"
-            )
-        if not bool(torch.isfinite(candidates).all()):
-            raise ValueError("score_candidates requires finite actions, got NaN or inf")
-        batch, count = candidates.shape[:2]
-        unit = action_to_unit(candidates.clamp(-1.0, 1.0).reshape(-1, 3)).reshape(batch, count, 3)
+        unit = candidate_unit_actions(actions, self.num_envs, self.device)
         buffers = self.buffers
         with self.runner.autocast():
             scores = score_candidate_glimpses(
@@ -447,41 +437,16 @@ class GlimpseVectorEnv(VectorEnv):
         return torch.where(self._device_mask(terminated), score - self._initial_score, 0.0)
 
     def _observation(self, evaluation: ModelEvaluation) -> Any:
-        batch, budget = self.num_envs, self.max_tokens
-        latent = evaluation.latent
-        tokens = latent.shape[1] - 1
-        empty = self.buffers.empty_slots(budget)
-        coords = self.buffers.boxes.float()  # (B, P, 4), a fresh tensor
-        preset = self.episode.observation
-        if preset == "flat":
-            flat = torch.cat((latent[:, 0], (coords / max(self.image_size)).flatten(1), empty.flatten(1)), dim=1)
-            return self._export(flat, fresh=True)
-        if preset == "map":
-            assert self.buffers.glimpse_map is not None
-            used = self.buffers.token_count.float() / budget
-            return self._export(self.buffers.glimpse_map.observation(used), fresh=True)
-        latent_obs = latent.new_zeros(batch, budget + 1, latent.shape[-1])
-        latent_obs[:, : tokens + 1] = latent
-        observation = {"latent": latent_obs, "coords": coords, "mask": empty}
-        if preset == "full":
-            importance = latent.new_zeros(batch, budget, 1)
-            importance[:, : evaluation.importance.shape[1]] = evaluation.importance
-            observation["importance"] = importance
-            observation["patches"] = self.buffers.patches.clone()
-        return {key: self._export(value, fresh=True) for key, value in observation.items()}
+        observation = agent_observation(
+            self.episode.observation, evaluation, self.buffers, self.max_tokens, self.image_size
+        )
+        if isinstance(observation, dict):
+            return {key: self._export(value, fresh=True) for key, value in observation.items()}
+        return self._export(observation, fresh=True)
 
     def _info(self, evaluation: ModelEvaluation, early_stopped: np.ndarray) -> dict[str, Any]:
         buffers = self.buffers
-        computed = {
-            "score": evaluation.score,
-            "initial_score": self._initial_score,
-            "label": buffers.labels,
-            "target_box": buffers.target_boxes,
-            "glimpse_boxes": buffers.crops,
-            "pixel_fraction": buffers.pixel_fraction(),
-            "num_clipped_actions": buffers.clipped,
-            **evaluation.metrics,
-        }
+        computed = info_tensors(evaluation, buffers, self._initial_score)
         info: dict[str, Any] = {key: self._export(value) for key, value in computed.items()}
         info.update(
             num_glimpses=buffers.glimpses.copy(),
