@@ -10,7 +10,7 @@ output instead of a row in the forward.
 
 Envs may be at different glimpse counts (early stopping, partial resets): the batch is padded to the largest
 token count and empty slots are masked as attention keys in the encoder and decoder and skipped by the rollout,
-so every env gets exactly what it would get alone (see :func:`~adaglimpse_env.models.mae.attention_rollout`).
+so every env gets exactly what it would get alone (see :func:`~adaglimpse_env.models.rollout.attention_rollout`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ import torch
 
 from adaglimpse_env.config import ResolvedEpisodeConfig
 from adaglimpse_env.envs.episode_buffers import EpisodeBuffers, Rows, upload
+from adaglimpse_env.models.blocks import ConstantTokens
 from adaglimpse_env.models.heads import TaskHead
-from adaglimpse_env.models.mae import ConstantTokens, ElasticMAE, attention_rollout
+from adaglimpse_env.models.mae import ElasticMAE
+from adaglimpse_env.models.rollout import attention_rollout
 from adaglimpse_env.tasks import Task
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -22,7 +22,8 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from adaglimpse_env.models.mae import ConstantTokens, ElasticMAE
+from adaglimpse_env.models.blocks import ConstantTokens
+from adaglimpse_env.models.mae import ElasticMAE
 from adaglimpse_env.normalization import to_pixels
 
 TaskName = Literal["reconstruction", "classification", "segmentation"]

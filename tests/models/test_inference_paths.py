@@ -14,7 +14,7 @@ import torch
 from test_mae import random_glimpse_tokens, tiny
 
 from adaglimpse_env.models import ReconstructionHead, attention_rollout
-from adaglimpse_env.models.mae import LayerScaleBlock
+from adaglimpse_env.models.blocks import LayerScaleBlock
 from adaglimpse_env.normalization import to_pixels
 
 RTOL = 1e-6
