@@ -8,7 +8,7 @@ typed). :meth:`EpisodeConfig.resolve` is the only place the task's defaults are 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from adaglimpse_env.models.heads import TASKS, TaskName
 from adaglimpse_env.tasks import get_task
@@ -17,8 +17,21 @@ REWARD_TYPES = ("diff", "final", "raw")
 OBSERVATION_PRESETS = ("full", "latent", "flat", "map")
 
 
+@dataclass(frozen=True, kw_only=True)
+class EpisodeOptions:
+    """The episode settings that need no resolving, shared by :class:`EpisodeConfig` and
+    :class:`ResolvedEpisodeConfig` (keyword-only; see :class:`EpisodeConfig` for their meaning)."""
+
+    max_glimpse_ratio: float = 1.0
+    reward: str = "diff"
+    early_stop_threshold: float | None = None
+    observation: str = "full"
+    extract_latent_layer: int | None = None
+    map_size: int = 64
+
+
 @dataclass(frozen=True)
-class ResolvedEpisodeConfig:
+class ResolvedEpisodeConfig(EpisodeOptions):
     """What an episode is and what the agent sees, every value given (see :class:`EpisodeConfig` for the fields).
 
     Built by :meth:`EpisodeConfig.resolve`; an env keeps one as ``env.episode``.
@@ -30,12 +43,6 @@ class ResolvedEpisodeConfig:
     task: TaskName
     num_glimpses: int
     grid_size: int
-    max_glimpse_ratio: float = 1.0
-    reward: str = "diff"
-    early_stop_threshold: float | None = None
-    observation: str = "full"
-    extract_latent_layer: int | None = None
-    map_size: int = 64
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -78,7 +85,7 @@ class ResolvedEpisodeConfig:
 
 
 @dataclass(frozen=True)
-class EpisodeConfig:
+class EpisodeConfig(EpisodeOptions):
     """What an episode is and what the agent sees, as a caller writes it.
 
     Attributes:
@@ -103,12 +110,6 @@ class EpisodeConfig:
     task: str = "reconstruction"
     num_glimpses: int | None = None
     grid_size: int | None = None
-    max_glimpse_ratio: float = 1.0
-    reward: str = "diff"
-    early_stop_threshold: float | None = None
-    observation: str = "full"
-    extract_latent_layer: int | None = None
-    map_size: int = 64
 
     def __post_init__(self) -> None:
         self.resolve()  # a bad value fails where it is written, not when an env is built from it
@@ -124,10 +125,5 @@ class EpisodeConfig:
             task=task.name,
             num_glimpses=task.default_num_glimpses if self.num_glimpses is None else self.num_glimpses,
             grid_size=task.default_grid_size if self.grid_size is None else self.grid_size,
-            max_glimpse_ratio=self.max_glimpse_ratio,
-            reward=self.reward,
-            early_stop_threshold=self.early_stop_threshold,
-            observation=self.observation,
-            extract_latent_layer=self.extract_latent_layer,
-            map_size=self.map_size,
+            **{option.name: getattr(self, option.name) for option in fields(EpisodeOptions)},
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adaglimpse_env.config import EpisodeConfig, ResolvedEpisodeConfig
+from adaglimpse_env.config import EpisodeConfig, EpisodeOptions, ResolvedEpisodeConfig
 from adaglimpse_env.datasets.sources import check_dataset
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ SCENE_KEYS = ("digit_height", "max_rotation", "stroke", "clutter", "background",
 
 
 @dataclass(frozen=True)
-class EnvPreset:
+class EnvPreset(EpisodeOptions):
     """An env as ``gym.make`` builds it; each field is a keyword of ``gym.make(id, ...)`` (and ``make_vec``).
 
     Attributes:
@@ -96,12 +96,6 @@ class EnvPreset:
     device: str | torch.device = "cpu"
     num_glimpses: int | None = None
     grid_size: int | None = None
-    max_glimpse_ratio: float = 1.0
-    reward: str = "diff"
-    early_stop_threshold: float | None = None
-    observation: str = "full"
-    extract_latent_layer: int | None = None
-    map_size: int = 64
     max_episode_steps: int | None = None
     num_workers: int = 0
     render_mode: str | None = None
