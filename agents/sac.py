@@ -4,6 +4,10 @@ SAC).
 Differences from the original that SB3 imposes, kept on purpose and documented: Adam instead of AdamW, a halved
 critic loss, ``log_std`` clamped to [-20, 2] instead of a biased softplus, and no gradient updates during the
 random warm-up (SB3's ``learning_starts`` does both).
+
+:class:`GlimpseSAC` is SB3's SAC with the same update computed more cheaply, a per-phase timer for
+``scripts/benchmark_sac.py`` and an optional warm-up policy; :func:`make_sac` builds it with the trunk each
+observation preset takes (:mod:`agents.trunks`).
 """
 
 from __future__ import annotations
