@@ -270,15 +270,8 @@ class GreedyOraclePolicy(GlimpsePolicy):
             dtype=np.float32,
         ).reshape(-1, 3)
 
-    def predict(
-        self,
-        observation: Any,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+    def batch_actions(self, observation: Any, index: np.ndarray, batched: bool) -> np.ndarray:
         """The best candidate of each env of ``env`` (the observation is only used for its batch shape)."""
-        _, batched = self.glimpse_index(observation)
         num_envs = self.env.num_envs
         coarse = np.broadcast_to(self.candidates, (num_envs, *self.candidates.shape))
         scores = self.env.score_candidates(coarse, max_batch=self.max_batch)
@@ -288,7 +281,7 @@ class GreedyOraclePolicy(GlimpsePolicy):
             local_scores = self.env.score_candidates(local, max_batch=self.max_batch)
             better = local_scores.max(axis=1) > scores.max(axis=1)
             best = np.where(better[:, None], local[np.arange(num_envs), local_scores.argmax(axis=1)], best)
-        return (best if batched else best[0]), state
+        return best
 
     def action(self, glimpse: int) -> np.ndarray:
         """Not defined: the oracle's action depends on the image, see :meth:`predict`."""
