@@ -15,11 +15,15 @@ def action_space() -> spaces.Box:
     return spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
 
 
+def _channel_bounds() -> tuple[np.ndarray, np.ndarray]:
+    """``(3,)`` float32 lowest and highest normalised value of each channel of an image in ``[0, 1]``."""
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    return (-mean / std).astype(np.float32), ((1.0 - mean) / std).astype(np.float32)
+
+
 def _patch_bounds(num_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     # Normalised pixels of an image in [0, 1]; bilinear resampling never leaves that range.
-    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
-    low = (-mean / std).astype(np.float32)
-    high = ((1.0 - mean) / std).astype(np.float32)
+    low, high = _channel_bounds()
     shape = (num_tokens, 3, PATCH_SIZE, PATCH_SIZE)
     low_full = np.broadcast_to(low[None, :, None, None], shape).copy()
     high_full = np.broadcast_to(high[None, :, None, None], shape).copy()
@@ -28,12 +32,11 @@ def _patch_bounds(num_tokens: int) -> tuple[np.ndarray, np.ndarray]:
 
 def map_space(map_size: int) -> spaces.Box:
     """The ``map`` preset: ``(5, M, M)`` float32, channels RGB (normalised), detail, budget used."""
-    low, high = _patch_bounds(1)
+    low, high = _channel_bounds()  # unseen pixels are 0, inside every channel's range (low < 0 < high)
     low_map = np.zeros((MAP_CHANNELS, map_size, map_size), dtype=np.float32)
     high_map = np.ones((MAP_CHANNELS, map_size, map_size), dtype=np.float32)
-    # Unseen pixels are 0, inside the normalised range of every channel.
-    low_map[:3] = np.minimum(low[0, :, :1, :1], 0.0)
-    high_map[:3] = np.maximum(high[0, :, :1, :1], 0.0)
+    low_map[:3] = low[:, None, None]
+    high_map[:3] = high[:, None, None]
     return spaces.Box(low_map, high_map, dtype=np.float32)
 
 
