@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-from stable_baselines3.sac.policies import Actor, CnnPolicy
+from stable_baselines3.sac.policies import Actor
 from torch import nn
 
 
@@ -60,6 +60,7 @@ class GlimpseMapExtractor(BaseFeaturesExtractor):
                 f"{observation_space}"
             )
         super().__init__(observation_space, features_dim)
+        self.channels = channels
         self.convolutions = nn.Sequential(
             nn.Conv2d(shape[0], channels // 2, kernel_size=4, stride=2, padding=1),
             nn.GELU(),
@@ -74,13 +75,25 @@ class GlimpseMapExtractor(BaseFeaturesExtractor):
         self.where_argmax = SpatialSoftArgmax()
         #: ``(B, 2)`` ``(x, y)`` in ``[-1, 1]`` of the where-map's soft-argmax for the last forward's batch.
         self.last_where: torch.Tensor | None = None
+        #: ``(B, (M/4)^2)`` logits of the softmax behind :attr:`last_where`, row-major cells (with gradients).
+        self.last_where_logits: torch.Tensor | None = None
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """``(B, C, M, M) -> (B, features_dim)``; also sets :attr:`last_where`."""
-        features = self.convolutions(observations)
-        points = self.soft_argmax(features)
-        fired = features.flatten(2).amax(dim=-1)
-        self.last_where = self.where_argmax(self.where(torch.nn.functional.gelu(features)))
+        features = self.feature_map(observations)
+        where_map = self.where(torch.nn.functional.gelu(features))  # (B, 1, M/4, M/4)
+        self.last_where = self.where_argmax(where_map)
+        self.last_where_logits = where_map.flatten(1) * self.where_argmax.log_temperature.exp()
+        return self.summarize(features)
+
+    def feature_map(self, observations: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, M, M) -> (B, channels, M/4, M/4)``: the convolutions' output, before any pooling."""
+        return self.convolutions(observations)
+
+    def summarize(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """``(B, channels, M/4, M/4) -> (B, features_dim)``: soft-argmax points and global max, then the head."""
+        points = self.soft_argmax(feature_map)
+        fired = feature_map.flatten(2).amax(dim=-1)
         return self.head(torch.cat((points, fired), dim=1))
 
 
@@ -100,14 +113,6 @@ class SpatialActor(Actor):
             return mean, log_std, extra
         offset = torch.atanh(0.95 * where)
         return torch.cat((mean[:, :2] + offset, mean[:, 2:]), dim=1), log_std, extra
-
-
-class MapSACPolicy(CnnPolicy):
-    """SB3's SAC ``CnnPolicy`` with :class:`SpatialActor` (for the ``map`` preset)."""
-
-    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> Actor:
-        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return SpatialActor(**actor_kwargs).to(self.device)
 
 
 def map_policy_kwargs(features_dim: int = 256, channels: int = 32) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.map_features import MapSACPolicy
+from agents.map_critic import GlimpseMapCritic, MapSACPolicy, glimpse_geometry_of, where_map_loss
 from agents.trunks import policy_setup
 
 #: original `rl_glimpse.py` SAC (CLI defaults of the original).
@@ -83,6 +83,12 @@ class GlimpseSAC(SAC):
     #: replay buffer then starts with episodes that find something, beside uniform random ones.
     warmup_policy: Any = None
     warmup_share: float = 0.5
+    #: Weight of :func:`agents.map_critic.where_map_loss` in the actor loss, with the map critic (0: plain SAC).
+    where_loss_weight: float = 1.0
+
+    def _excluded_save_params(self) -> list[str]:
+        # The warm-up policy is a live object (it holds an env); train_sac.py sets it again on resume.
+        return [*super()._excluded_save_params(), "warmup_policy", "phase_seconds"]
 
     def _sample_action(
         self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
@@ -116,6 +122,7 @@ class GlimpseSAC(SAC):
             optimizers += [self.ent_coef_optimizer]
         self._update_learning_rate(optimizers)
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
+        where_losses: list[float] = []
         assert self.replay_buffer is not None
         for gradient_step in range(gradient_steps):
             with self._phase("replay sample + float16 decode"):
@@ -125,6 +132,11 @@ class GlimpseSAC(SAC):
                 self.actor.reset_noise()
             with self._phase("actor forward + entropy step"):
                 actions_pi, log_prob = self.actor.action_log_prob(replay_data.observations)
+                # The map actor's heat map for this batch (the target step's forward overwrites the trunk's copy).
+                where_map = (
+                    getattr(self.actor.features_extractor, "last_where_logits", None),
+                    getattr(self.actor.features_extractor, "last_where", None),
+                )
                 log_prob = log_prob.reshape(-1, 1)
                 if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
                     ent_coef = torch.exp(self.log_ent_coef.detach())
@@ -157,12 +169,25 @@ class GlimpseSAC(SAC):
             with self._phase("actor loss + backward + step"):
                 # The actor loss needs d Q / d action only: the critic's features (a function of the observation
                 # alone) are computed without autograd, the Q heads with it.
-                with torch.no_grad():
-                    features = self.critic.extract_features(replay_data.observations, self.critic.features_extractor)
-                q_input = torch.cat([features, actions_pi], dim=1)
-                q_values_pi = torch.cat([q_net(q_input) for q_net in self.critic.q_networks], dim=1)
+                where_loss = None
+                if isinstance(self.critic, GlimpseMapCritic):
+                    with torch.no_grad():
+                        state = self.critic.state_features(replay_data.observations)
+                    q_values_pi = torch.cat(self.critic.q_values(state, actions_pi), dim=1)
+                    if self.where_loss_weight > 0 and where_map[0] is not None and where_map[1] is not None:
+                        where_loss = where_map_loss(where_map[0], where_map[1], self.critic, state, actions_pi)
+                        where_losses.append(where_loss.item())
+                else:
+                    with torch.no_grad():
+                        features = self.critic.extract_features(
+                            replay_data.observations, self.critic.features_extractor
+                        )
+                    q_input = torch.cat([features, actions_pi], dim=1)
+                    q_values_pi = torch.cat([q_net(q_input) for q_net in self.critic.q_networks], dim=1)
                 min_qf_pi, _ = torch.min(q_values_pi, dim=1, keepdim=True)
                 actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
+                if where_loss is not None:
+                    actor_loss = actor_loss + self.where_loss_weight * where_loss
                 actor_losses.append(actor_loss.item())
                 self.actor.optimizer.zero_grad()
                 actor_loss.backward()
@@ -180,6 +205,8 @@ class GlimpseSAC(SAC):
         self.logger.record("train/critic_loss", np.mean(critic_losses))
         if ent_coef_losses:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+        if where_losses:
+            self.logger.record("train/where_loss", np.mean(where_losses))
 
 
 def make_sac(
@@ -189,6 +216,7 @@ def make_sac(
     tensorboard_log: str | None = None,
     float16_buffer: bool = True,
     lr_schedule: bool = True,
+    spatial_critic: bool = True,
     verbose: int = 0,
     **overrides: Any,
 ) -> GlimpseSAC:
@@ -203,6 +231,8 @@ def make_sac(
         tensorboard_log: TensorBoard folder.
         float16_buffer: store replayed observations in float16 (half the memory; see :mod:`agents.replay`).
         lr_schedule: use the original's flat-then-cosine learning rate (else constant).
+        spatial_critic: on the ``map`` preset, a critic that reads the map under the action's glimpse
+            (:class:`agents.map_critic.GlimpseMapCritic`); else SB3's critic over a global feature vector.
         verbose: SB3 verbosity.
         **overrides: any SAC argument, e.g. ``learning_starts=500``.
     """
@@ -210,10 +240,14 @@ def make_sac(
     if lr_schedule and not callable(settings["learning_rate"]):
         settings["learning_rate"] = one_cycle_cosine(float(settings["learning_rate"]))
     setup = policy_setup(env.observation_space, float16_buffer=float16_buffer)
-    settings.setdefault("policy_kwargs", setup.policy_kwargs)
+    policy_kwargs = dict(setup.policy_kwargs)
+    if setup.policy == "CnnPolicy" and spatial_critic:
+        policy_kwargs["glimpse_geometry"] = glimpse_geometry_of(env)
+    settings.setdefault("policy_kwargs", policy_kwargs)
     if setup.replay_buffer_class is not None:
         settings.setdefault("replay_buffer_class", setup.replay_buffer_class)
-    # On the map, SAC's actor takes its position from a heat map over the map (agents.map_features.SpatialActor).
+    # On the map, SAC's actor takes its position from a heat map over the map (agents.map_features.SpatialActor)
+    # and its critic reads the map under the glimpse (agents.map_critic.GlimpseMapCritic).
     policy: Any = MapSACPolicy if setup.policy == "CnnPolicy" else setup.policy
     return GlimpseSAC(
         policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings

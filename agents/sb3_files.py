@@ -40,6 +40,8 @@ MAX_DATA_BYTES = 256 * 2**20
 ALLOWED_CLASSES = {
     "agents.features.GlimpseFeaturesExtractor",
     "agents.replay.Float16DictReplayBuffer",
+    "agents.replay.Float16ReplayBuffer",
+    "agents.map_features.GlimpseMapExtractor",
     "stable_baselines3.common.buffers.ReplayBuffer",
     "stable_baselines3.common.buffers.DictReplayBuffer",
     "stable_baselines3.common.buffers.RolloutBuffer",
@@ -53,6 +55,8 @@ ALLOWED_CLASSES = {
         for module, name in (("adam", "Adam"), ("adamw", "AdamW"), ("rmsprop", "RMSprop"))
     ),
 }
+#: The project's own policy classes a zip may name, beside the algorithm's SB3 aliases (for the ``map`` preset).
+PROJECT_POLICIES = {"agents.map_critic.MapSACPolicy"}
 #: Serialized keys that ``learn`` / ``_setup_model`` rebuild when absent: replaced by ``None``.
 REBUILT_KEYS = (
     "_last_obs",
@@ -127,6 +131,11 @@ def _policy_class(algorithm: type[BaseAlgorithm], item: dict[str, Any], path: st
     if name in aliases and aliases[name].__module__ == item.get("__module__"):
         return aliases[name]
     module = str(item.get("__module__", "?"))
+    if f"{module}.{name}" in PROJECT_POLICIES:
+        module_object = importlib.import_module(module)
+        policy_class = getattr(module_object, name)
+        if any(issubclass(policy_class, alias) for alias in aliases.values()):
+            return policy_class
     trained = re.match(r"(?:stable_baselines3|sb3_contrib)\.(\w+)\.policies", module)
     hint = f" (it is a {trained.group(1)} zip: load it as sb3:{trained.group(1)}:<path>)" if trained else ""
     raise SB3FileError(

@@ -20,7 +20,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.sac.policies import MlpPolicy, MultiInputPolicy
 
 from adaglimpse_env import GlimpseVectorEnv
-from agents.map_features import MapSACPolicy
+from agents.map_critic import MapSACPolicy
 from agents.trunks import policy_setup
 
 #: Shipped agents by name: ``sb3:sac:<name>``.

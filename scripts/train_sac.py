@@ -89,6 +89,8 @@ class TrainConfig:
             runs; rewards here sum to at most 1 per episode, so a short run needs a smaller start to act on them).
         gradient_steps: gradient steps per env step.
         float16_buffer: store replayed observations in float16 (half the memory).
+        spatial_critic: with observation=map, a critic that reads the map under each action's glimpse
+            (agents/map_critic.py) instead of SB3's critic over one feature vector; other presets ignore it.
         eval_every: env steps between held-out evaluations.
         eval_episodes: episodes per held-out evaluation.
         eval_envs: envs of the held-out evaluation.
@@ -128,6 +130,7 @@ class TrainConfig:
     warmup_share: float = 0.5
     gradient_steps: int = PAPER_SAC["gradient_steps"]
     float16_buffer: bool = True
+    spatial_critic: bool = True
     eval_every: int = 6_000
     eval_episodes: int = 96
     eval_envs: int = 16
@@ -236,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             tensorboard_log=str(output / "tensorboard"),
             float16_buffer=config.float16_buffer,
             lr_schedule=config.lr_schedule,
+            spatial_critic=config.spatial_critic,
             learning_rate=config.learning_rate,
             gamma=config.gamma,
             tau=config.tau,

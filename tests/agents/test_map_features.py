@@ -46,7 +46,7 @@ def test_other_algorithms_on_the_map_preset(algorithm, tiny_folder, tiny_checkpo
 
 
 def test_spatial_actor_aims_at_its_where_point() -> None:
-    from agents.map_features import MapSACPolicy
+    from agents.map_critic import MapSACPolicy
 
     space = spaces.Box(-3.0, 3.0, shape=(5, 32, 32), dtype=np.float32)
     action_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)

@@ -34,6 +34,7 @@ def _state(model: SAC) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("observation", ["full", "latent", "flat", "map"])
 def test_glimpse_sac_update_equals_sb3(tiny_folder: Path, tiny_checkpoint: Path, observation: str) -> None:
     model = _filled_model(tiny_folder, tiny_checkpoint, observation)
+    model.where_loss_weight = 0.0  # the map's extra actor loss is not SB3's (tested in test_map_critic.py)
     start = {k: v.clone() for k, v in _state(model).items()}
     optimisers = [model.actor.optimizer.state_dict(), model.critic.optimizer.state_dict()]
 
@@ -79,3 +80,22 @@ def test_warmup_policy_acts_in_its_share_of_the_envs(tiny_folder: Path, tiny_che
     np.testing.assert_array_equal(actions[0, :2], [[0.0, 0.0, 1.0]] * 2)  # guided envs: the whole image first
     assert not np.allclose(actions[0, 2:], [0.0, 0.0, 1.0])  # the others: uniform random
     assert not np.allclose(actions[1, :2], actions[0, :2])  # then the guided envs follow the policy's raster
+
+
+def test_a_run_with_a_warmup_policy_saves_a_safely_loadable_zip(
+    tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    # The warm-up policy is a live object (it holds an env): it is not saved, so the zip has nothing pickled.
+    from agents.baselines import WholeImageFirstPolicy
+    from agents.sb3_files import load_sb3
+
+    env = make_sb3_vec_env(
+        "AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(tiny_folder), checkpoint=tiny_checkpoint,
+        num_glimpses=3, observation="flat",
+    )  # fmt: skip
+    model = make_sac(env, seed=0, device="cpu", learning_starts=8, buffer_size=64, batch_size=8)
+    model.warmup_policy = WholeImageFirstPolicy(3, 2, 64, 32, 64.0)
+    model.learn(4)
+    model.save(tmp_path / "guided.zip")
+    loaded = load_sb3(GlimpseSAC, tmp_path / "guided.zip", env.observation_space, env.action_space)
+    assert loaded.warmup_policy is None and loaded.num_timesteps == 4
