@@ -128,8 +128,9 @@ def _policy_class(algorithm: type[BaseAlgorithm], item: dict[str, Any], path: st
     init = _FUNCTION_REPR.match(str(item.get("__init__", "")))
     name = init.group(1) if init else ""
     aliases = getattr(algorithm, "policy_aliases", {})
-    if name in aliases and aliases[name].__module__ == item.get("__module__"):
-        return aliases[name]
+    for alias, policy in aliases.items():  # SB3's MlpPolicy *is* SACPolicy: a zip names the class, not the alias
+        if name in (alias, policy.__name__) and policy.__module__ == item.get("__module__"):
+            return policy
     module = str(item.get("__module__", "?"))
     if f"{module}.{name}" in PROJECT_POLICIES:
         module_object = importlib.import_module(module)
