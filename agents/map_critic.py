@@ -28,7 +28,7 @@ from stable_baselines3.sac.policies import Actor, CnnPolicy
 from torch import nn
 
 from adaglimpse_env.glimpse import glimpse_size_range
-from agents.map_features import GlimpseMapExtractor, SpatialActor
+from agents.map_features import GlimpseMapExtractor, SpatialActor, cell_positions
 
 #: Sampling points per glimpse side: 2 per cell of the 2 x 2 grid, at the cell quarters.
 SAMPLES_PER_SIDE = 4
@@ -209,13 +209,14 @@ def where_map_loss(
     actions: torch.Tensor,
     candidates: int = 16,
     sharpness: float = 3.0,
+    candidate_scale: float | None = -1.0,
 ) -> torch.Tensor:
     """Cross-entropy that moves the actor's "where" heat map towards the cells the critic values most.
 
     SAC's actor loss moves an action along ``d Q / d action``, which only sees the map near where the policy
     already looks; a digit elsewhere on the map is never found by following it. Here the critic scores, for each
-    state, ``candidates`` cells of the heat map drawn uniformly (the action moved there, its offset from the
-    "where" point and its scale kept), and the heat map's softmax is pulled towards
+    state, ``candidates`` cells of the heat map drawn uniformly (the action moved there with its offset from the
+    "where" point kept, at ``candidate_scale``), and the heat map's softmax is pulled towards
     ``softmax(sharpness * (Q - mean) / std)`` over them (values standardised per state): policy improvement over
     sampled actions, as in MPO (Abdolmaleki et al., 2018) and AWAC, on the position only.
 
@@ -228,6 +229,9 @@ def where_map_loss(
         actions: ``(B, 3)`` the actor's actions for them (detached here).
         candidates: cells scored per state.
         sharpness: inverse temperature of the target softmax, in standard deviations of the candidates' values.
+        candidate_scale: the scale action the cells are scored at; the default, the smallest glimpse, is where
+            the critic's values differ most from place to place (a larger glimpse covers its neighbours' cells
+            too); None keeps each action's own scale.
 
     Returns:
         The scalar loss, with gradients into the actor's trunk (through ``where_logits``) only.
@@ -237,11 +241,13 @@ def where_map_loss(
     side = round(cells**0.5)
     with torch.no_grad():
         chosen = torch.randint(cells, (batch, candidates), device=logits.device)  # (B, K)
-        centres = (torch.stack((chosen % side, chosen // side), dim=-1).to(actions.dtype) + 0.5) / side * 2 - 1
+        grid_x, grid_y = cell_positions(side, side, actions)
+        centres = torch.stack((grid_x.flatten()[chosen], grid_y.flatten()[chosen]), dim=-1)  # (B, K, 2)
         offset = actions[:, None, :2] - 0.95 * where.detach()[:, None, :]  # the actor's correction and noise, kept
-        moved = torch.cat(
-            ((0.95 * centres + offset).clamp(-1.0, 1.0), actions[:, None, 2:].expand(batch, candidates, 1)), dim=-1
-        )  # (B, K, 3)
+        scale = (
+            actions[:, None, 2:] if candidate_scale is None else torch.full_like(actions[:, None, 2:], candidate_scale)
+        )
+        moved = torch.cat(((0.95 * centres + offset).clamp(-1.0, 1.0), scale.expand(batch, candidates, 1)), dim=-1)
         values = torch.min(torch.cat(critic.q_values(state, moved), dim=-1), dim=-1).values  # (B, K)
         # Scores in units of their spread over the candidates: early on the critic's values differ by a few
         # thousandths, and a fixed temperature would make a flat target that flattens the heat map.

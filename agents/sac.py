@@ -84,7 +84,7 @@ class GlimpseSAC(SAC):
     warmup_policy: Any = None
     warmup_share: float = 0.5
     #: Weight of :func:`agents.map_critic.where_map_loss` in the actor loss, with the map critic (0: plain SAC).
-    where_loss_weight: float = 1.0
+    where_loss_weight: float = 5.0
 
     def _excluded_save_params(self) -> list[str]:
         # The warm-up policy is a live object (it holds an env); train_sac.py sets it again on resume.

@@ -144,7 +144,7 @@ def test_where_map_loss_moves_the_heat_map_to_the_best_cell() -> None:
     logits = torch.zeros(4, 64, requires_grad=True)  # an 8 x 8 heat map, flat at the start
     where = torch.zeros(4, 2)  # its soft-argmax: the centre
     actions = torch.tensor([[0.0, 0.0, -1.0]]).repeat(4, 1)
-    critic = _PeakCritic((0.95 * 0.625, 0.95 * -0.375))  # the centre of cell column 6, row 2
+    critic = _PeakCritic((0.95 * 5 / 7, 0.95 * -3 / 7))  # cell column 6, row 2 (of 8; corner cells at +-1)
     optimiser = torch.optim.SGD([logits], lr=0.2)
     for _ in range(800):
         loss = where_map_loss(logits, where, critic, (torch.zeros(4, 1), torch.zeros(4, 1)), actions)  # type: ignore[arg-type]
