@@ -53,7 +53,8 @@ def probe(
     env = make_sb3_vec_env(env_id, num_envs=episodes, **{"observation": "map", **env_kwargs, "split": "val"})
     geometry = critic.glimpse_geometry
     env.reset()
-    observation, _, _, infos = env.step(np.tile(np.asarray([WHOLE_IMAGE], np.float32), (episodes, 1)))
+    glanced, _, _, infos = env.step(np.tile(np.asarray([WHOLE_IMAGE], np.float32), (episodes, 1)))
+    observation = np.asarray(glanced)  # the map preset's observation is one array
     boxes = np.stack([info["target_box"] for info in infos]).astype(np.float64)  # (N, 4) y1, x1, y2, x2
     centres = np.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), axis=1)
     fit = (geometry.image_size, geometry.min_crop, geometry.max_crop)

@@ -91,6 +91,8 @@ class TrainConfig:
         float16_buffer: store replayed observations in float16 (half the memory).
         spatial_critic: with observation=map, a critic that reads the map under each action's glimpse
             (agents/map_critic.py) instead of SB3's critic over one feature vector; other presets ignore it.
+        where_loss_weight: with the map critic, weight of the loss that pulls the actor's heat map towards the
+            cells the critic values most (agents/map_critic.py where_map_loss); 0 gives SAC's actor loss alone.
         eval_every: env steps between held-out evaluations.
         eval_episodes: episodes per held-out evaluation.
         eval_envs: envs of the held-out evaluation.
@@ -131,6 +133,7 @@ class TrainConfig:
     gradient_steps: int = PAPER_SAC["gradient_steps"]
     float16_buffer: bool = True
     spatial_critic: bool = True
+    where_loss_weight: float = 5.0
     eval_every: int = 6_000
     eval_episodes: int = 96
     eval_envs: int = 16
@@ -153,6 +156,11 @@ class TrainConfig:
             raise ValueError(f"warmup_policy must be one of {sorted(BASELINES)} or unset, got {self.warmup_policy!r}")
         if not 0.0 <= self.warmup_share <= 1.0:
             raise ValueError(f"warmup_share must be in [0, 1], got {self.warmup_share!r}")
+        if not 0.0 <= self.where_loss_weight < float("inf"):
+            raise ValueError(
+                f"where_loss_weight must be a finite number >= 0 (0 turns the map actor's extra loss off), got "
+                f"{self.where_loss_weight!r}"
+            )
 
 
 def checkpoint_bytes(model: SAC, observation_space: gym.spaces.Dict | gym.spaces.Box, replay_bytes: int) -> int:
@@ -250,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             ent_coef=f"auto_{config.initial_ent_coef}",
             gradient_steps=config.gradient_steps,
         )
+    model.where_loss_weight = config.where_loss_weight  # the config's value wins on resume too
     if config.warmup_policy is not None:  # a fresh or resumed run: only acts while num_timesteps < learning_starts
         model.warmup_policy = make_baseline(config.warmup_policy, train_env, seed=config.seed)
         model.warmup_share = config.warmup_share
