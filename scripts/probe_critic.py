@@ -1,6 +1,7 @@
 """Does a map SAC run know where the target is? After a whole-image glance on val scenes: how often the glimpse
 its critic values most (over a grid of positions at a few scales) holds the target, how often its own policy's
-glimpse does, and how often a uniformly placed glimpse of the same size does (chance).
+glimpse does, how often a uniformly placed glimpse of the same size does (chance), and the task's score (for the
+digits, the true-class probability) after each of those glimpses, from the env's oracle look-ahead.
 
 It separates a critic that has not learnt where the target is from an actor that does not follow its critic.
 
@@ -68,14 +69,19 @@ def probe(
             batch = torch.as_tensor(np.broadcast_to(candidates, (episodes, *candidates.shape)).copy())
             values = torch.min(torch.cat(critic.q_values(state, batch), dim=-1), dim=-1).values.numpy()  # (N, G*G)
             hits = holds_target(batch.numpy(), centres, *fit)  # (N, G*G)
-            best = hits[np.arange(episodes), values.argmax(axis=1)]
-            rows.append({"scale": scale, "critic": float(best.mean()), "chance": float(hits.mean())})
+            choice = values.argmax(axis=1)
+            best = hits[np.arange(episodes), choice]
+            score = env.env.score_candidates(candidates[choice][:, None, :])[:, 0]  # the task's score after it
+            rows.append({"scale": scale, "critic": float(best.mean()), "chance": float(hits.mean()),
+                         "score": float(score.mean())})  # fmt: skip
         actions, _ = model.predict(observation, deterministic=True)
     own = holds_target(actions[:, None, :], centres, *fit)[:, 0]
+    own_score = env.env.score_candidates(actions[:, None, :].astype(np.float32))[:, 0]
     side = geometry.min_crop + (actions[:, 2] + 1) / 2 * (geometry.max_crop - geometry.min_crop)
     height, width = geometry.image_size
     chance = float(np.mean(np.minimum(side * side / (height * width), 1.0)))  # ~ a uniformly placed glimpse's
-    rows.append({"scale": float(actions[:, 2].mean()), "policy": float(own.mean()), "chance": chance})
+    rows.append({"scale": float(actions[:, 2].mean()), "policy": float(own.mean()), "chance": chance,
+                 "score": float(own_score.mean())})  # fmt: skip
     env.close()
     return rows
 
@@ -98,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     model = load_sb3(GlimpseSAC, args.model, env.observation_space, env.action_space, device="cpu")
     env.close()
     print(f"{args.model} on {args.episodes} val scenes of {args.env_id}, after a whole-image glance:")
-    print("| glimpse | scale | holds the target | chance |\n|---|---|---|---|")
+    print("| glimpse | scale | holds the target | chance | task score after it |\n|---|---|---|---|---|")
     for row in probe(model, args.env_id, args.episodes, args.grid, args.scales, **env_kwargs):
         who, hit = ("the critic's best", row["critic"]) if "critic" in row else ("the policy's own", row["policy"])
-        print(f"| {who} | {row['scale']:+.2f} | {hit:.2f} | {row['chance']:.2f} |")
+        print(f"| {who} | {row['scale']:+.2f} | {hit:.2f} | {row['chance']:.2f} | {row['score']:.3f} |")
     return 0
 
 

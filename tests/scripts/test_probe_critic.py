@@ -37,3 +37,4 @@ def test_probe_critic_on_a_fresh_map_run(tmp_path: Path, capsys: pytest.CaptureF
     assert [row[1].strip() for row in rows] == ["the critic's best"] * 3 + ["the policy's own"]
     for row in rows:
         assert 0.0 <= float(row[3]) <= 1.0 and 0.0 <= float(row[4]) <= 1.0  # hit rate, chance
+        assert 0.0 <= float(row[5]) <= 1.0  # true-class probability after the glimpse
