@@ -8,7 +8,8 @@ CNN of :mod:`agents.map_features`), a SAC with the paper's settings (:func:`agen
 turn, ``--repeats`` times; the table gives the median updates/s of each and their ratio taken pair by pair (pairing
 keeps the ratio honest on a noisy machine). Then a breakdown of our update by phase (replay sample and float16
 decode, actor forward, target computation, critic forward/backward/step, actor loss/backward/step, target
-update), and env steps/s while learning (``learn`` with one update per vector step, ``--num-envs`` envs).
+update; on ``map`` the actor loss includes the where-map loss, which the paired comparison leaves out as SB3 has
+none), and env steps/s while learning (``learn`` with one update per vector step, ``--num-envs`` envs).
 
 Usage::
 
@@ -59,10 +60,13 @@ def measure_preset(args: argparse.Namespace, preset: str, threads: int) -> dict[
     model.set_logger(configure(None, []))
     GlimpseSAC.train(model, gradient_steps=2, batch_size=args.batch_size)  # warm-up: allocator, kernels
     sb3, ours, ratios = [], [], []
+    # SB3's update has no where-map loss (agents/map_critic.py): compare the same numbers, then time it below.
+    where_loss_weight, model.where_loss_weight = model.where_loss_weight, 0.0
     for _ in range(args.repeats):
         sb3.append(updates_per_second(model, SAC.train, args.updates, args.batch_size))
         ours.append(updates_per_second(model, GlimpseSAC.train, args.updates, args.batch_size))
         ratios.append(ours[-1] / sb3[-1])
+    model.where_loss_weight = where_loss_weight
     model.phase_seconds = {}
     GlimpseSAC.train(model, gradient_steps=args.updates, batch_size=args.batch_size)
     phases = {name: 1000 * seconds / args.updates for name, seconds in model.phase_seconds.items()}
