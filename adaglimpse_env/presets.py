@@ -36,7 +36,8 @@ class EnvPreset(EpisodeOptions):
         env_id: the registered id, named in errors.
         dataset: image source name (see :data:`adaglimpse_env.datasets.sources.DATASETS`).
         task: ``reconstruction``, ``classification`` or ``segmentation``.
-        split: ``"train"`` or ``"val"``.
+        split: ``"train"`` or ``"val"``; the shipped photos (``AdaGlimpse-Photos-v0``) also have ``"heldout"``:
+            the photos of whole sources the shipped model was never trained on.
         data_root: the data folder of a folder dataset.
         data_env_var: environment variable read when ``data_root`` is not given.
         split_file: SUN360's list of panoramas.

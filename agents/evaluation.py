@@ -148,10 +148,12 @@ def run_policy(
     }
 
 
-def mean_image_rmse(env_id: str, env_kwargs: dict[str, Any], image_size: int, episodes: int, seed: int) -> float:
+def mean_image_rmse(
+    env_id: str, env_kwargs: dict[str, Any], image_size: int, episodes: int, seed: int, split: str = "val"
+) -> float:
     """RMSE (0-255) of predicting every held-out image by the per-pixel mean of ``episodes`` training crops.
 
-    Reads the images an env of ``env_id`` would see (train split for the mean, val split to score it), through
+    Reads the images an env of ``env_id`` would see (train split for the mean, ``split`` to score it), through
     the env's own image stream but without building the env or loading its model.
 
     Args:
@@ -160,6 +162,7 @@ def mean_image_rmse(env_id: str, env_kwargs: dict[str, Any], image_size: int, ep
         image_size: the model's input side in pixels (an env's ``image_size[0]``).
         episodes: held-out images scored; the mean is taken over at least 64 training images.
         seed: the streams' seed, as ``env.reset(seed=seed)``.
+        split: the held-out split scored (``val``, or ``heldout`` for the shipped photos).
     """
     from adaglimpse_env.envs.factory import make_image_stream
     from adaglimpse_env.normalization import to_pixels
@@ -173,5 +176,5 @@ def mean_image_rmse(env_id: str, env_kwargs: dict[str, Any], image_size: int, ep
         return images.double()
 
     mean = pixels("train", max(episodes, 64)).mean(dim=0)
-    held_out = pixels("val", episodes)
+    held_out = pixels(split, episodes)
     return float((held_out - mean).square().mean().sqrt())

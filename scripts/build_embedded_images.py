@@ -2,16 +2,26 @@
 
 Sources, reachable offline from this project's machines and from any normal one:
 
-* the RGB photos bundled in the scikit-image wheel (``pip download --no-deps scikit-image``);
-* the photographic wallpapers of the Debian packages ``lomiri-wallpapers-16.04``, ``mate-backgrounds`` (nature
-  folder) and ``plasma-workspace-wallpapers`` (``apt-get download``, unpacked with ``dpkg-deb -x``; nothing is
-  installed).
+* the RGB photos bundled in the scikit-image, scikit-learn and matplotlib wheels (``pip download --no-deps``);
+* the photographic wallpapers of the Debian packages ``lomiri-wallpapers-16.04``, ``lomiri-wallpapers-20.04``,
+  ``mate-backgrounds`` (nature folder) and ``plasma-workspace-wallpapers`` (``apt-get download``, unpacked with
+  ``dpkg-deb -x``; nothing is installed).
 
-Artwork (renders, illustrations, abstract patterns) is dropped by an explicit, reviewed allow-list of the
-photographs below; identical files are de-duplicated by content hash; each photo is downsized to
-``--short-side`` px and written as JPEG into ``adaglimpse_env/assets/photos/{train,val}/`` with a
-``MANIFEST.json`` giving, for every image, its source package and version, original file, licence and author.
-Train and held-out images are split by photo (never two crops of one photo on both sides).
+Reviewed and left out whole, because they hold no photograph (renders, illustrations, gradients, logos):
+``gnome-backgrounds`` 43.1, ``ukui-wallpapers``, ``sway-backgrounds``, ``lomiri-wallpapers`` (the Lomiri default
+backgrounds), ``xfdesktop4-data``, ``desktop-base`` and ``fluxbox``; the other files of the packages above
+(``Infinite-Sea`` of lomiri-wallpapers-20.04 is a composite: rendered sea under an overlay).
+
+Artwork is dropped by an explicit, reviewed allow-list of the photographs below; identical files are de-duplicated
+by content hash; each photo is downsized to ``--short-side`` px and written as JPEG into
+``adaglimpse_env/assets/photos/{train,val,heldout}/`` with a ``MANIFEST.json`` giving, for every image, its source
+package and version, original file, licence and author. Three splits:
+
+* ``train`` / ``val``: split by photo (never two crops of one photo on both sides), every ``VAL_EVERY``-th photo in
+  sorted order held out. The 38 photos of the first build (``FIRST_SOURCES``) come first in that order, so
+  their split and bytes are those of the first build (the cluttered-digits scenes crop them);
+* ``heldout``: every photo of the ``HELDOUT_SOURCES`` packages, kept out of training entirely: how the model does
+  on photos of a source it has never seen.
 
 Usage::
 
@@ -42,6 +52,18 @@ SKIMAGE_PHOTOS = {
     "coffee.png": ("CC0", "Rachel Michetti (courtesy of Pikolo Espresso Bar)"),
     "rocket.jpg": ("public domain", "SpaceX"),
     "motorcycle_left.png": ("no known copyright restrictions (Middlebury stereo data set)", "D. Scharstein et al."),
+    "hubble_deep_field.jpg": ("public domain", "NASA, ESA, S. Beckwith and the HUDF team (Hubble Ultra Deep Field)"),
+}
+
+#: Photos of other Python wheels: wheel -> (file inside it -> (licence, author / attribution)).
+WHEEL_PHOTOS = {
+    "scikit-learn": {
+        "sklearn/datasets/images/china.jpg": ("CC-BY-2.0", "danielbuechele (Flickr), retrieved by Robert Layton"),
+        "sklearn/datasets/images/flower.jpg": ("CC-BY-2.0", "vultilion (Flickr), retrieved by Robert Layton"),
+    },
+    "matplotlib": {
+        "matplotlib/mpl-data/sample_data/grace_hopper.jpg": ("public domain", "U.S. Navy (Grace Hopper portrait)"),
+    },
 }
 
 #: Debian package -> folder inside it -> photographs kept (artwork left out on purpose).
@@ -55,6 +77,7 @@ DEBIAN_PHOTOS = {
             "Picture_1A_by_freespace.jpg",
             "Wine_by_Jakkub_Mede.jpg",
             "aitzgorri_by_Aitzol_Berasategi.jpg",
+            "free_by_Peter_Nerlich.jpg",
             "friends_by_Aitzol_Berasategi.jpg",
             "life_by_Aitzol_Berasategi.jpg",
             "picosdeeuropa_by_Aitzol_Berasategi.jpg",
@@ -62,6 +85,7 @@ DEBIAN_PHOTOS = {
             "sunset_by_Aitzol_Berasategi.jpg",
         ],
     ),
+    "lomiri-wallpapers-20.04": ("usr/share/backgrounds", ["Kleiber_by_Lukas_Baubkus.jpg"]),
     "mate-backgrounds": (
         "usr/share/backgrounds/mate/nature",
         [
@@ -85,6 +109,7 @@ DEBIAN_PHOTOS = {
             "BytheWater",
             "ColdRipple",
             "ColorfulCups",
+            "DarkestHour",
             "EveningGlow",
             "FallenLeaf",
             "Grey",
@@ -98,6 +123,14 @@ DEBIAN_PHOTOS = {
 
 #: Every ``VAL_EVERY``-th photo (in sorted name order) is held out.
 VAL_EVERY = 5
+
+#: The sources of the first build (2026-11, 38 photos), and the photos of them allowed since: the first build's
+#: photos keep their place in the split order, hence their split.
+FIRST_SOURCES = ("scikit-image", "lomiri-wallpapers-16.04", "mate-backgrounds", "plasma-workspace-wallpapers")
+ADDED_SINCE_FIRST_BUILD = frozenset({"hubble_deep_field.jpg", "free_by_Peter_Nerlich.jpg", "DarkestHour"})
+
+#: Packages whose photos are all in the ``heldout`` split: never trained on.
+HELDOUT_SOURCES = ("lomiri-wallpapers-20.04", "matplotlib", "scikit-learn")
 
 
 @dataclass
@@ -119,21 +152,21 @@ def run(command: list[str], cwd: Path) -> None:
     subprocess.run(command, cwd=cwd, check=True)
 
 
-def fetch_skimage(work: Path) -> tuple[str, Path]:
-    """Download and unzip the scikit-image wheel's data folder; returns ``(package version, data folder)``."""
+def fetch_wheel(work: Path, distribution: str, members: list[str]) -> tuple[str, Path]:
+    """Download one PyPI wheel and unzip ``members`` of it; returns ``(package version, unzipped root)``."""
     wheels = work / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    if not list(wheels.glob("scikit_image-*.whl")):
+    prefix = distribution.replace("-", "_")
+    if not list(wheels.glob(f"{prefix}-*.whl")):
         run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
-             "scikit-image"], work)  # fmt: skip
-    wheel = sorted(wheels.glob("scikit_image-*.whl"))[-1]
+             distribution], work)  # fmt: skip
+    wheel = sorted(wheels.glob(f"{prefix}-*.whl"))[-1]
     version = wheel.name.split("-")[1]
-    target = work / "skimage"
+    target = work / prefix
     with zipfile.ZipFile(wheel) as archive:
-        for name in archive.namelist():
-            if name.startswith("skimage/data/") and Path(name).name in SKIMAGE_PHOTOS:
-                archive.extract(name, target)
-    return f"scikit-image {version} (PyPI wheel)", target / "skimage" / "data"
+        for name in members:
+            archive.extract(name, target)
+    return f"{distribution} {version} (PyPI wheel)", target
 
 
 def fetch_debian(work: Path, package: str) -> tuple[str, Path]:
@@ -176,9 +209,14 @@ def plasma_metadata(folder: Path) -> tuple[str, str]:
 def collect(work: Path) -> list[tuple[Path, str, str, str, str]]:
     """Every selected original: ``(path, source package, original file, licence, author)``."""
     found = []
-    package, data = fetch_skimage(work)
-    for name, (licence, author) in SKIMAGE_PHOTOS.items():
-        found.append((data / name, package, f"skimage/data/{name}", licence, author))
+    members = [f"skimage/data/{name}" for name in SKIMAGE_PHOTOS]
+    package, root = fetch_wheel(work, "scikit-image", members)
+    for member, (licence, author) in zip(members, SKIMAGE_PHOTOS.values(), strict=True):
+        found.append((root / member, package, member, licence, author))
+    for distribution, photos in WHEEL_PHOTOS.items():
+        package, root = fetch_wheel(work, distribution, list(photos))
+        for member, (licence, author) in photos.items():
+            found.append((root / member, package, member, licence, author))
     for debian, (folder, names) in DEBIAN_PHOTOS.items():
         package, root = fetch_debian(work, debian)
         base = root / folder
@@ -198,11 +236,24 @@ def collect(work: Path) -> list[tuple[Path, str, str, str, str]]:
     return found
 
 
+def in_first_build(package: str, original: str) -> bool:
+    """Whether an original (its package and version, its path inside the package) was in the first build."""
+    return package.split()[0] in FIRST_SOURCES and not ADDED_SINCE_FIRST_BUILD & set(original.split("/"))
+
+
+def split_of(package: str, number: int) -> str:
+    """The split of the ``number``-th in-source photo (in split order) of ``package``."""
+    if package.split()[0] in HELDOUT_SOURCES:
+        return "heldout"
+    return "val" if number % VAL_EVERY == VAL_EVERY - 1 else "train"
+
+
 def build(work: Path, output: Path, short_side: int, quality: int) -> list[Photo]:
     originals = collect(work)
     seen: set[str] = set()
     unique = []
-    for entry in sorted(originals, key=lambda e: e[2]):
+    # Split order: the first build's photos, then the others, each by original file name.
+    for entry in sorted(originals, key=lambda e: (not in_first_build(e[1], e[2]), e[2])):
         digest = hashlib.sha256(entry[0].read_bytes()).hexdigest()
         if digest in seen:
             print(f"duplicate skipped: {entry[2]}")
@@ -212,8 +263,10 @@ def build(work: Path, output: Path, short_side: int, quality: int) -> list[Photo
     if output.exists():
         shutil.rmtree(output)
     photos = []
-    for number, (path, package, original, licence, author, digest) in enumerate(unique):
-        split = "val" if number % VAL_EVERY == VAL_EVERY - 1 else "train"
+    number = 0  # counts the in-source photos only, so that adding a held-out source moves no other photo
+    for path, package, original, licence, author, digest in unique:
+        split = split_of(package, number)
+        number += split != "heldout"
         with Image.open(path) as raw:
             image = raw.convert("RGB")
         scale = short_side / min(image.size)
@@ -231,6 +284,12 @@ def build(work: Path, output: Path, short_side: int, quality: int) -> list[Photo
         "command": "python scripts/build_embedded_images.py",
         "short_side": short_side,
         "jpeg_quality": quality,
+        "splits": {
+            "train": "trained on",
+            "val": f"held out by photo: every {VAL_EVERY}th photo of the in-source ones, in split order",
+            "heldout": "every photo of the held-out sources, never trained on",
+        },
+        "heldout_sources": list(HELDOUT_SOURCES),
         "images": [asdict(p) for p in photos],
     }
     (output / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -255,11 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         photos = build(work, args.output, args.short_side, args.quality)
     total = sum(f.stat().st_size for f in args.output.rglob("*.jpg"))
-    counts = {s: sum(p.split == s for p in photos) for s in ("train", "val")}
+    counts = {s: sum(p.split == s for p in photos) for s in ("train", "val", "heldout")}
     print(
-        f"wrote {len(photos)} photos ({counts['train']} train, {counts['val']} val), "
-        f"{total / 2**20:.1f} MiB, to {args.output}"
+        f"wrote {len(photos)} photos ({counts['train']} train, {counts['val']} val, {counts['heldout']} held-out "
+        f"source), {total / 2**20:.1f} MiB, to {args.output}"
     )
+    for package in sorted({p.source_package for p in photos}):
+        print(f"  {package}: {sum(p.source_package == package for p in photos)}")
     return 0
 
 

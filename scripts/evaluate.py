@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mean_image:
         if rows[0]["metric"] != "rmse":
             raise SystemExit("--mean-image needs a reconstruction env")
-        value = mean_image_rmse(args.env_id, env_kwargs, image_size, args.episodes, args.seed)
+        value = mean_image_rmse(args.env_id, env_kwargs, image_size, args.episodes, args.seed, split=args.split)
         steps = len(rows[0]["metric_by_glimpse"])
         rows.append({
             "policy": "mean-image predictor", "env_id": args.env_id, "episodes": args.episodes, "metric": "rmse",

@@ -113,7 +113,7 @@ class TrainConfig:
     env_id: str = "AdaGlimpse-ClutteredDigits-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     # Held-out evaluation on the id's val split (for the digits: the fixed val scenes over held-out photos). The
-    # photos preset (configs/sac/embedded.yaml) adds augment: true, as random crops of the 7 held-out photos give
+    # photos preset (configs/sac/embedded.yaml) adds augment: true, as random crops of the 8 held-out photos give
     # many distinct episodes.
     eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
     num_envs: int = 16

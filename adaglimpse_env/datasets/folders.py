@@ -192,13 +192,30 @@ def sun360(
     return ImageSource(files, labels, transform=transform, classes=classes, root=root)
 
 
-def embedded_photos(split: str = "train", transform: TransformConfig | None = None) -> ImageSource:
-    """The photographs shipped inside the package (offline default), split by photo into train and val.
+#: Splits of the shipped photos: ``train`` and ``val`` split one photo set by photo; ``heldout`` holds every photo
+#: of sources (packages) kept out of training entirely.
+EMBEDDED_PHOTO_SPLITS = ("train", "val", "heldout")
 
-    Built by ``scripts/build_embedded_images.py``; ``assets/photos/MANIFEST.json`` gives every image's source
-    package, original file, licence and author.
+
+def embedded_photos(split: str = "train", transform: TransformConfig | None = None) -> ImageSource:
+    """The photographs shipped inside the package (offline default).
+
+    Built by ``scripts/build_embedded_images.py``; ``assets/photos/MANIFEST.json`` gives every image's split,
+    source package, original file, licence and author.
+
+    Args:
+        split: ``train`` (what the shipped model was trained on), ``val`` (photos of the same sources held out
+            by photo) or ``heldout`` (the photos of whole sources never trained on: ``heldout_sources`` in the
+            manifest).
+        transform: decoding transform.
+
+    Raises:
+        ValueError: an unknown split.
+        DatasetNotFoundError: the photos are missing.
     """
-    folder = Path(str(resources.files("adaglimpse_env") / "assets" / "photos")) / _split_folder(split, "train", "val")
+    if split not in EMBEDDED_PHOTO_SPLITS:
+        raise ValueError(f"split must be one of {list(EMBEDDED_PHOTO_SPLITS)} for the shipped photos, got {split!r}")
+    folder = Path(str(resources.files("adaglimpse_env") / "assets" / "photos")) / split
     files = scan_images(folder) if folder.is_dir() else []
     if not files:
         raise DatasetNotFoundError(

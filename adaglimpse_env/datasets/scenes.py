@@ -7,8 +7,9 @@ it and zoom in. Everything is generated offline from the digit fonts and the pho
 
 A scene is a pure function of ``(config, split, index, seed)``:
 
-* background: a random crop of a shipped photograph (``train`` photos for the ``train`` split, the held-out
-  photos for ``val``), its contrast lowered towards its mean colour; or procedural texture, or a plain colour;
+* background: a random crop of a shipped photograph (the 31 ``train`` photos of ``BACKGROUND_PHOTOS`` for the
+  ``train`` split, its 7 ``val`` photos for ``val``), its contrast lowered towards its mean colour; or procedural
+  texture, or a plain colour;
 * the target: digit 0-9 in one of 14 open-licence fonts (``assets/fonts/MANIFEST.json``), random height, width,
   rotation, stroke and colour (light on dark background, dark on light), fully inside the canvas;
 * ``clutter`` distractors that do not overlap the target: fragments of other digits and pen strokes, in the same
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from adaglimpse_env.datasets.base import ImageSource, scan_images
+from adaglimpse_env.datasets.base import ImageSource
 from adaglimpse_env.datasets.transforms import TransformConfig
 from adaglimpse_env.image_io import load_rgb
 from adaglimpse_env.normalization import IMAGENET_MEAN, IMAGENET_STD
@@ -148,15 +149,36 @@ def glyph_mask(font_index: int, digit: int, stroke: int) -> Image.Image:
     return canvas.crop(canvas.getbbox())
 
 
+#: The shipped photographs each split's backgrounds crop, by file name under ``assets/photos/<split>/``, in the
+#: order the scenes index them. Fixed, not read from the folders: the photo set grew (``heldout/``, more train
+#: photos) after the scenes, the digits classifier and its results were made, and the scenes must not change.
+BACKGROUND_PHOTOS = {
+    "train": (
+        "aitzgorri_by_aitzol_berasategi.jpg", "aqua.jpg", "astronaut.jpg", "bridge_by_sander_klootwijk.jpg",
+        "bythewater.jpg", "chelsea.jpg", "coffee.jpg", "colorfulcups.jpg", "dragonfly_by_bolly.jpg", "dune.jpg",
+        "eveningglow.jpg", "fallenleaf.jpg", "freshflower.jpg", "friends_by_aitzol_berasategi.jpg", "garden.jpg",
+        "greenmeadow.jpg", "grey.jpg", "life_by_aitzol_berasategi.jpg", "motorcycle_left.jpg", "onestandsout.jpg",
+        "path.jpg", "picosdeeuropa_by_aitzol_berasategi.jpg", "picture_0b_by_freespace.jpg",
+        "picture_1a_by_freespace.jpg", "raindrops.jpg", "seeding_by_clements_engelhardt.jpg", "storm.jpg",
+        "summer_1am.jpg", "sunset_by_aitzol_berasategi.jpg", "twowings.jpg", "wood.jpg",
+    ),
+    "val": (
+        "blinds.jpg", "coldripple.jpg", "kite.jpg", "ladybird.jpg", "rocket.jpg", "wine_by_jakkub_mede.jpg",
+        "yellowflower.jpg",
+    ),
+}  # fmt: skip
+
+
 @functools.lru_cache(maxsize=4)
 def background_photos(split: str) -> tuple[Image.Image, ...]:
-    """The shipped photographs of a split, decoded once per process."""
+    """The shipped photographs of a split's backgrounds (:data:`BACKGROUND_PHOTOS`), decoded once per process."""
     folder = Path(str(resources.files("adaglimpse_env") / "assets" / "photos")) / split
-    files = scan_images(folder) if folder.is_dir() else []
-    if not files:
+    files = [folder / name for name in BACKGROUND_PHOTOS[split]]
+    missing = [path.name for path in files if not path.is_file()]
+    if missing:
         raise FileNotFoundError(
-            f"The embedded photos are missing from '{folder}'; reinstall the package or rebuild them with "
-            "`python scripts/build_embedded_images.py`"
+            f"The embedded photos are missing from '{folder}' ({len(missing)} of {len(files)}, e.g. {missing[:3]}); "
+            "reinstall the package or rebuild them with `python scripts/build_embedded_images.py`"
         )
     return tuple(load_rgb(path) for path in files)
 

@@ -60,7 +60,8 @@ def build_image_source(
 
     Args:
         dataset: one of :data:`DATASETS`.
-        split: ``"train"`` or ``"val"``.
+        split: ``"train"`` or ``"val"``; the shipped ``photos`` also have ``"heldout"`` (whole sources never
+            trained on).
         transform: how decoded images become model inputs. The ``digits`` scenes are drawn at the model's size
             and read only ``transform.size`` (their canvas side).
         data_root: the data folder of a folder dataset (ignored by ``photos`` and ``digits``).

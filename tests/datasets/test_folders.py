@@ -407,7 +407,7 @@ def test_sun360_too_few_lines_for_a_val_split(tmp_path: Path, make_image) -> Non
 # --------------------------------------------------------------------------------------------- embedded photos
 
 
-@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize("split", ["train", "val", "heldout"])
 def test_embedded_photos_are_readable(split: str) -> None:
     source = embedded_photos(split)
     assert len(source) >= 1

@@ -17,6 +17,7 @@ from adaglimpse_env.datasets.scenes import (
     DIGIT_CLASSES,
     ClutteredDigits,
     SceneConfig,
+    background_photos,
     font_files,
     font_folder,
     glyph_mask,
@@ -42,6 +43,24 @@ def test_same_seed_same_scene_bytes() -> None:
     assert scene_digest(config, "train", range(3), seed=1) != scene_digest(config, "train", range(3), seed=2)
     assert scene_digest(config, "val", range(3), seed=1) == scene_digest(config, "val", range(3), seed=2)
     assert scene_digest(config, "val", range(3)) != scene_digest(config, "train", range(3))
+
+
+def test_scenes_are_those_of_the_first_photo_set() -> None:
+    # Computed before the shipped photos grew (commit 89dd31e: 31 train, 7 val photos, no heldout folder): the
+    # digits classifier and its results depend on these exact scenes, so adding photos must not move them.
+    assert [image.size for image in background_photos("val")][:2] == [(819, 512), (819, 512)]
+    assert len(background_photos("train")) == 31 and len(background_photos("val")) == 7
+    pixels = {}
+    for split, start, seed in (("val", 0, 0), ("train", 0, 0), ("train", 3, 5)):
+        digest = hashlib.sha256()
+        for index in range(start, start + 8):
+            digest.update(render_scene(SceneConfig(), split, index, seed).image.tobytes())
+        pixels[(split, start, seed)] = digest.hexdigest()
+    assert pixels == {
+        ("val", 0, 0): "284e17bee89c260e3b6c5ce368900c951a59d756081f330412d97ec596591a05",
+        ("train", 0, 0): "bb7301a3ee050a3d818a33871604eb9d9a83315785c6d53ff3c6faab3fc16c82",
+        ("train", 3, 5): "b871ab61914b9dbc7e99909c36cc52ce92009be5e7a53d649a34678db8c57aaa",
+    }
 
 
 @pytest.mark.parametrize("background", ["photos", "texture", "plain"])
