@@ -23,7 +23,7 @@ import torch
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from agents.config import parse_key_values, positive_int
-from agents.map_critic import GlimpseMapCritic
+from agents.map_critic import GlimpseGeometry, GlimpseMapCritic
 from agents.sac import GlimpseSAC
 from agents.sb3_adapter import make_sb3_vec_env
 from agents.sb3_files import load_sb3
@@ -31,17 +31,15 @@ from agents.sb3_files import load_sb3
 WHOLE_IMAGE = (0.0, 0.0, 1.0)
 
 
-def holds_target(actions: np.ndarray, centres: np.ndarray, image_size: tuple[int, int], min_crop: float,
-                 max_crop: float) -> np.ndarray:  # fmt: skip
-    """``(..., 3)`` actions and ``(N, 2)`` target centres ``(y, x)`` (broadcast over the leading axis) ->
-    whether each action's glimpse holds its scene's target centre (env geometry, unfloored)."""
-    height, width = image_size
-    side = min_crop + (actions[..., 2] + 1.0) / 2.0 * (max_crop - min_crop)
-    left = (actions[..., 0] + 1.0) / 2.0 * (width - side)
-    top = (actions[..., 1] + 1.0) / 2.0 * (height - side)
-    shape = (-1,) + (1,) * (actions.ndim - 2)
-    y, x = centres[:, 0].reshape(shape), centres[:, 1].reshape(shape)
-    return (x >= left) & (x < left + side) & (y >= top) & (y < top + side)
+def holds_target(actions: np.ndarray, centres: np.ndarray, geometry: GlimpseGeometry) -> np.ndarray:
+    """``(N, K, 3)`` actions and ``(N, 2)`` target centres ``(y, x)`` in pixels -> ``(N, K)``: whether each
+    action's glimpse holds its scene's target centre (the critic's geometry: the env's, unfloored)."""
+    centre, half = geometry.glimpse_boxes(torch.as_tensor(actions, dtype=torch.float32).reshape(-1, 3))
+    height, width = geometry.image_size
+    target = np.stack((centres[:, 1] / width, centres[:, 0] / height), axis=1) * 2.0 - 1.0  # (N, 2) (x, y)
+    low = (centre - half).numpy().reshape(*actions.shape[:2], 2)
+    high = (centre + half).numpy().reshape(*actions.shape[:2], 2)
+    return np.asarray(((target[:, None] >= low) & (target[:, None] < high)).all(axis=-1))
 
 
 def probe(
@@ -58,7 +56,6 @@ def probe(
     observation = np.asarray(glanced)  # the map preset's observation is one array
     boxes = np.stack([info["target_box"] for info in infos]).astype(np.float64)  # (N, 4) y1, x1, y2, x2
     centres = np.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), axis=1)
-    fit = (geometry.image_size, geometry.min_crop, geometry.max_crop)
     rows = []
     with torch.no_grad():
         state = critic.state_features(torch.as_tensor(observation).float())
@@ -68,18 +65,18 @@ def probe(
             candidates = np.stack((grid_x.ravel(), grid_y.ravel(), np.full(grid_x.size, scale, np.float32)), 1)
             batch = torch.as_tensor(np.broadcast_to(candidates, (episodes, *candidates.shape)).copy())
             values = torch.min(torch.cat(critic.q_values(state, batch), dim=-1), dim=-1).values.numpy()  # (N, G*G)
-            hits = holds_target(batch.numpy(), centres, *fit)  # (N, G*G)
+            hits = holds_target(batch.numpy(), centres, geometry)  # (N, G*G)
             choice = values.argmax(axis=1)
             best = hits[np.arange(episodes), choice]
             score = env.env.score_candidates(candidates[choice][:, None, :])[:, 0]  # the task's score after it
             rows.append({"scale": scale, "critic": float(best.mean()), "chance": float(hits.mean()),
                          "score": float(score.mean())})  # fmt: skip
         actions, _ = model.predict(observation, deterministic=True)
-    own = holds_target(actions[:, None, :], centres, *fit)[:, 0]
+    own = holds_target(actions[:, None, :], centres, geometry)[:, 0]
     own_score = env.env.score_candidates(actions[:, None, :].astype(np.float32))[:, 0]
-    side = geometry.min_crop + (actions[:, 2] + 1) / 2 * (geometry.max_crop - geometry.min_crop)
-    height, width = geometry.image_size
-    chance = float(np.mean(np.minimum(side * side / (height * width), 1.0)))  # ~ a uniformly placed glimpse's
+    _, half = geometry.glimpse_boxes(torch.as_tensor(actions, dtype=torch.float32))
+    area = (half[:, 0] * half[:, 1]).numpy()  # side / W * side / H: the share of the image the glimpse covers
+    chance = float(np.mean(np.minimum(area, 1.0)))  # ~ a uniformly placed glimpse's
     rows.append({"scale": float(actions[:, 2].mean()), "policy": float(own.mean()), "chance": chance,
                  "score": float(own_score.mean())})  # fmt: skip
     env.close()

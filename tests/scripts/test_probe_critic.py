@@ -13,12 +13,14 @@ sys.path.insert(0, str(SCRIPTS))
 
 import probe_critic  # noqa: E402
 
+from agents.map_critic import GlimpseGeometry  # noqa: E402
+
 
 def test_holds_target_follows_the_env_geometry() -> None:
     # 224 px image, glimpses of 32..224 px: the smallest glimpse at the top-left corner covers [0, 32).
     actions = np.array([[[-1.0, -1.0, -1.0], [1.0, 1.0, -1.0], [0.0, 0.0, 1.0]]])  # (1, 3, 3)
     centres = np.array([[10.0, 20.0]])  # (y, x) near the top-left corner
-    hits = probe_critic.holds_target(actions, centres, (224, 224), 32, 224.0)
+    hits = probe_critic.holds_target(actions, centres, GlimpseGeometry((224, 224), 32, 224.0))
     np.testing.assert_array_equal(hits, [[True, False, True]])
 
 
