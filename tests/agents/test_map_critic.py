@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,17 +86,23 @@ def test_critic_gives_the_actor_a_gradient_in_position_and_scale() -> None:
     torch.testing.assert_close(critic.q1_forward(observation, actions.detach()), q_first.detach())
 
 
+def _tiny_map_env(folder: Path, checkpoint: Path) -> Any:
+    """Two envs with 16 x 16 maps over the tiny folder and model."""
+    from agents.sb3_adapter import make_sb3_vec_env
+
+    return make_sb3_vec_env("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(folder), checkpoint=checkpoint,
+                            num_glimpses=2, observation="map", map_size=16)  # fmt: skip
+
+
 def test_map_sac_uses_the_spatial_critic_and_resumes_from_its_zip(
     tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     from stable_baselines3 import SAC
 
     from agents.sac import GlimpseSAC, make_sac
-    from agents.sb3_adapter import make_sb3_vec_env
     from agents.sb3_files import load_sb3
 
-    env = make_sb3_vec_env("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(tiny_folder),
-                           checkpoint=tiny_checkpoint, num_glimpses=2, observation="map", map_size=16)  # fmt: skip
+    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
     model = make_sac(env, seed=0, device="cpu", learning_starts=4, buffer_size=32, batch_size=4)
     assert isinstance(model.critic, GlimpseMapCritic)
     assert model.critic.glimpse_geometry.image_size == tuple(env.env.image_size)
@@ -117,10 +124,8 @@ def test_spatial_critic_can_be_turned_off(tiny_folder: Path, tiny_checkpoint: Pa
     from stable_baselines3.common.policies import ContinuousCritic
 
     from agents.sac import make_sac
-    from agents.sb3_adapter import make_sb3_vec_env
 
-    env = make_sb3_vec_env("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(tiny_folder),
-                           checkpoint=tiny_checkpoint, num_glimpses=2, observation="map", map_size=16)  # fmt: skip
+    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
     model = make_sac(env, seed=0, device="cpu", learning_starts=4, buffer_size=32, spatial_critic=False)
     assert type(model.critic) is ContinuousCritic
     env.close()
@@ -162,10 +167,8 @@ def test_map_sac_logs_and_applies_the_where_loss(tiny_folder: Path, tiny_checkpo
     from stable_baselines3.common.logger import configure
 
     from agents.sac import make_sac
-    from agents.sb3_adapter import make_sb3_vec_env
 
-    env = make_sb3_vec_env("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(tiny_folder),
-                           checkpoint=tiny_checkpoint, num_glimpses=2, observation="map", map_size=16)  # fmt: skip
+    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
     model = make_sac(env, seed=0, device="cpu", learning_starts=16, buffer_size=32, batch_size=4)
     model.learn(16)
     model.set_logger(configure(None, []))

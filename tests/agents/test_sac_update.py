@@ -11,14 +11,19 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
 from agents.sac import GlimpseSAC, make_sac
-from agents.sb3_adapter import make_sb3_vec_env
+from agents.sb3_adapter import GlimpseSB3VecEnv, make_sb3_vec_env
+
+
+def _env(folder: Path, checkpoint: Path, observation: str, num_envs: int = 2) -> GlimpseSB3VecEnv:
+    """A 3-glimpse env over the tiny folder and model."""
+    return make_sb3_vec_env(
+        "AdaGlimpse-ImageFolder-v0", num_envs=num_envs, data_root=str(folder), checkpoint=checkpoint,
+        num_glimpses=3, observation=observation,
+    )  # fmt: skip
 
 
 def _filled_model(folder: Path, checkpoint: Path, observation: str) -> GlimpseSAC:
-    env = make_sb3_vec_env(
-        "AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(folder), checkpoint=checkpoint, num_glimpses=3,
-        observation=observation,
-    )  # fmt: skip
+    env = _env(folder, checkpoint, observation)
     model = make_sac(env, seed=0, device="cpu", learning_starts=40, buffer_size=64, batch_size=8)
     model.learn(40)  # warm-up only: the buffer holds 40 random transitions, no update yet
     model.set_logger(configure(None, []))
@@ -68,10 +73,7 @@ def test_glimpse_sac_update_equals_sb3(tiny_folder: Path, tiny_checkpoint: Path,
 def test_warmup_policy_acts_in_its_share_of_the_envs(tiny_folder: Path, tiny_checkpoint: Path) -> None:
     from agents.baselines import WholeImageFirstPolicy
 
-    env = make_sb3_vec_env(
-        "AdaGlimpse-ImageFolder-v0", num_envs=4, data_root=str(tiny_folder), checkpoint=tiny_checkpoint,
-        num_glimpses=3, observation="flat",
-    )  # fmt: skip
+    env = _env(tiny_folder, tiny_checkpoint, "flat", num_envs=4)
     model = make_sac(env, seed=0, device="cpu", learning_starts=8, buffer_size=64, batch_size=8)
     model.warmup_policy = WholeImageFirstPolicy(3, 4, 64, 32, 64.0)
     model.warmup_share = 0.5
@@ -89,10 +91,7 @@ def test_a_run_with_a_warmup_policy_saves_a_safely_loadable_zip(
     from agents.baselines import WholeImageFirstPolicy
     from agents.sb3_files import load_sb3
 
-    env = make_sb3_vec_env(
-        "AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(tiny_folder), checkpoint=tiny_checkpoint,
-        num_glimpses=3, observation="flat",
-    )  # fmt: skip
+    env = _env(tiny_folder, tiny_checkpoint, "flat")
     model = make_sac(env, seed=0, device="cpu", learning_starts=8, buffer_size=64, batch_size=8)
     model.warmup_policy = WholeImageFirstPolicy(3, 2, 64, 32, 64.0)
     model.learn(4)
