@@ -105,12 +105,12 @@ def read_sb3_data(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def allowed_class(name: str, path: str | Path, key: str) -> type:
-    """Import the class ``name`` if it is in :data:`ALLOWED_CLASSES`, else refuse."""
-    if name not in ALLOWED_CLASSES:
+def allowed_class(name: str, path: str | Path, key: str, allowed: set[str] = ALLOWED_CLASSES) -> type:
+    """Import the class ``name`` if it is in ``allowed`` (:data:`ALLOWED_CLASSES` by default), else refuse."""
+    if name not in allowed:
         raise SB3FileError(
             f"SB3 zip '{path}': {key} names the class {name!r}, which is not one this loader rebuilds "
-            f"({len(ALLOWED_CLASSES)} allowed); if you trust the file, load it with --trust-pickle"
+            f"({len(allowed)} allowed); if you trust the file, load it with --trust-pickle"
         )
     module, _, attribute = name.rpartition(".")
     return getattr(importlib.import_module(module), attribute)
@@ -133,8 +133,7 @@ def _policy_class(algorithm: type[BaseAlgorithm], item: dict[str, Any], path: st
             return policy
     module = str(item.get("__module__", "?"))
     if f"{module}.{name}" in PROJECT_POLICIES:
-        module_object = importlib.import_module(module)
-        policy_class = getattr(module_object, name)
+        policy_class = allowed_class(f"{module}.{name}", path, "policy_class", PROJECT_POLICIES)
         if any(issubclass(policy_class, alias) for alias in aliases.values()):
             return policy_class
     trained = re.match(r"(?:stable_baselines3|sb3_contrib)\.(\w+)\.policies", module)
