@@ -236,11 +236,10 @@ def where_map_loss(
     Returns:
         The scalar loss, with gradients into the actor's trunk (through ``where_logits``) only.
     """
-    logits = where_logits
-    batch, cells = logits.shape
+    batch, cells = where_logits.shape
     side = round(cells**0.5)
     with torch.no_grad():
-        chosen = torch.randint(cells, (batch, candidates), device=logits.device)  # (B, K)
+        chosen = torch.randint(cells, (batch, candidates), device=where_logits.device)  # (B, K)
         grid_x, grid_y = cell_positions(side, side, actions)
         centres = torch.stack((grid_x.flatten()[chosen], grid_y.flatten()[chosen]), dim=-1)  # (B, K, 2)
         offset = actions[:, None, :2] - 0.95 * where.detach()[:, None, :]  # the actor's correction and noise, kept
@@ -253,5 +252,5 @@ def where_map_loss(
         # thousandths, and a fixed temperature would make a flat target that flattens the heat map.
         spread = values.std(dim=1, keepdim=True).clamp_min(1e-6)
         target = ((values - values.mean(dim=1, keepdim=True)) / spread * sharpness).softmax(dim=1)  # (B, K)
-    log_probs = logits.log_softmax(dim=1).gather(1, chosen)  # (B, K)
+    log_probs = where_logits.log_softmax(dim=1).gather(1, chosen)  # (B, K)
     return -(target * log_probs).sum(dim=1).mean()
