@@ -28,6 +28,7 @@ from stable_baselines3.sac.policies import Actor, CnnPolicy
 from torch import nn
 
 from adaglimpse_env.glimpse import glimpse_size_range
+from agents.critic_search import CriticSearch
 from agents.map_features import GlimpseMapExtractor, SpatialActor, cell_positions
 
 #: Sampling points per glimpse side: 2 per cell of the 2 x 2 grid, at the cell quarters.
@@ -159,12 +160,34 @@ class MapSACPolicy(CnnPolicy):
         *args: SB3's ``SACPolicy`` arguments.
         glimpse_geometry: :class:`GlimpseGeometry` fields as a dict (``image_size``, ``min_crop``, ``max_crop``;
             a dict so that SB3 saves it as readable JSON), e.g. from :func:`glimpse_geometry_of`.
+        critic_search: :class:`agents.critic_search.CriticSearch` fields as a dict, to act by searching the
+            map critic instead of with the actor (needs ``glimpse_geometry``); None acts with the actor.
         **kwargs: SB3's ``SACPolicy`` keyword arguments.
+
+    Raises:
+        ValueError: ``critic_search`` without ``glimpse_geometry``.
     """
 
-    def __init__(self, *args: Any, glimpse_geometry: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        glimpse_geometry: dict[str, Any] | None = None,
+        critic_search: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if critic_search is not None and glimpse_geometry is None:
+            raise ValueError("critic_search needs the map critic: pass glimpse_geometry too (make_sac does)")
         self.glimpse_geometry = glimpse_geometry  # read by make_critic, which SB3's __init__ calls
+        self.critic_search_settings = critic_search
+        #: How the policy acts from the critic (:mod:`agents.critic_search`), or None: the actor acts.
+        self.critic_search = None if critic_search is None else CriticSearch(**critic_search)
         super().__init__(*args, **kwargs)
+
+    def _predict(self, observation: Any, deterministic: bool = False) -> torch.Tensor:
+        if self.critic_search is None:
+            return super()._predict(observation, deterministic)
+        assert isinstance(self.critic, GlimpseMapCritic)
+        return self.critic_search.act(self.critic, observation, deterministic)
 
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> Actor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
@@ -182,17 +205,21 @@ class MapSACPolicy(CnnPolicy):
         return GlimpseMapCritic(glimpse_geometry=geometry, **critic_kwargs).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "glimpse_geometry": self.glimpse_geometry}
+        return {
+            **super()._get_constructor_parameters(),
+            "glimpse_geometry": self.glimpse_geometry,
+            "critic_search": self.critic_search_settings,
+        }
 
 
 def glimpse_geometry_of(env: Any) -> dict[str, Any] | None:
-    """The :class:`MapSACPolicy` ``glimpse_geometry`` of an SB3 vec env over a glimpse env, or None for others.
+    """The :class:`MapSACPolicy` ``glimpse_geometry`` of a glimpse env, or None for others.
 
     Args:
-        env: an SB3 ``VecEnv`` (wrappers are looked through) whose base wraps a
-            :class:`~adaglimpse_env.envs.vector_env.GlimpseVectorEnv` as ``.env``.
+        env: a :class:`~adaglimpse_env.envs.vector_env.GlimpseVectorEnv`, or an SB3 ``VecEnv`` (wrappers are looked
+            through) whose base wraps one as ``.env``.
     """
-    glimpse_env = getattr(getattr(env, "unwrapped", env), "env", None)
+    glimpse_env = env if hasattr(env, "episode") else getattr(getattr(env, "unwrapped", env), "env", None)
     image_size = getattr(glimpse_env, "image_size", None)
     episode = getattr(glimpse_env, "episode", None)
     if image_size is None or episode is None:

@@ -25,6 +25,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.critic_search import CriticSearch
 from agents.map_critic import GlimpseMapCritic, MapSACPolicy, glimpse_geometry_of, where_map_loss
 from agents.trunks import policy_setup
 
@@ -124,10 +125,17 @@ class GlimpseSAC(SAC):
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
         where_losses: list[float] = []
         assert self.replay_buffer is not None
+        search = getattr(self.policy, "critic_search", None)
         for gradient_step in range(gradient_steps):
             with self._phase("replay sample + float16 decode"):
                 replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            if search is not None:
+                # The policy is the critic's (agents.critic_search): no actor or entropy step, and the target
+                # values the next state under that policy.
+                critic_losses.append(self._critic_step(replay_data, discounts, search))
+                self._target_update(gradient_step)
+                continue
             if self.use_sde:
                 self.actor.reset_noise()
             with self._phase("actor forward + entropy step"):
@@ -193,20 +201,41 @@ class GlimpseSAC(SAC):
                 actor_loss.backward()
                 self.actor.optimizer.step()
 
-            if gradient_step % self.target_update_interval == 0:
-                with self._phase("target update"):
-                    polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
-                    polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+            self._target_update(gradient_step)
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        if search is not None:
+            return
         self.logger.record("train/ent_coef", np.mean(ent_coefs))
         self.logger.record("train/actor_loss", np.mean(actor_losses))
-        self.logger.record("train/critic_loss", np.mean(critic_losses))
         if ent_coef_losses:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
         if where_losses:
             self.logger.record("train/where_loss", np.mean(where_losses))
+
+    def _target_update(self, gradient_step: int) -> None:
+        """SB3's Polyak update of the target critics, every ``target_update_interval`` updates."""
+        if gradient_step % self.target_update_interval == 0:
+            with self._phase("target update"):
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+
+    def _critic_step(self, replay_data: Any, discounts: Any, search: CriticSearch) -> float:
+        """One critic update towards the value of the next state under the critic-search policy; the loss."""
+        assert isinstance(self.critic, GlimpseMapCritic) and isinstance(self.critic_target, GlimpseMapCritic)
+        with self._phase("target (critic search over the next state)"), torch.no_grad():
+            next_values = search.next_state_value(self.critic_target, replay_data.next_observations)
+            target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_values
+        with self._phase("critic forward + backward + step"):
+            current_q_values = self.critic(replay_data.observations, replay_data.actions)
+            critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
+            assert isinstance(critic_loss, torch.Tensor)
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+        return critic_loss.item()
 
 
 def make_sac(
@@ -217,6 +246,7 @@ def make_sac(
     float16_buffer: bool = True,
     lr_schedule: bool = True,
     spatial_critic: bool = True,
+    critic_search: CriticSearch | None = None,
     verbose: int = 0,
     **overrides: Any,
 ) -> GlimpseSAC:
@@ -233,6 +263,8 @@ def make_sac(
         lr_schedule: use the original's flat-then-cosine learning rate (else constant).
         spatial_critic: on the ``map`` preset, a critic that reads the map under the action's glimpse
             (:class:`agents.map_critic.GlimpseMapCritic`); else SB3's critic over a global feature vector.
+        critic_search: on the ``map`` preset with the map critic, act by searching the critic over a grid of
+            glimpses instead of with the actor (:mod:`agents.critic_search`); None: SAC's actor acts.
         verbose: SB3 verbosity.
         **overrides: any SAC argument, e.g. ``learning_starts=500``.
     """
@@ -243,6 +275,13 @@ def make_sac(
     policy_kwargs = dict(setup.policy_kwargs)
     if setup.policy == "CnnPolicy" and spatial_critic:
         policy_kwargs["glimpse_geometry"] = glimpse_geometry_of(env)
+        if critic_search is not None:
+            policy_kwargs["critic_search"] = critic_search.to_dict()
+    elif critic_search is not None:
+        raise ValueError(
+            "critic_search needs the map critic: the 'map' observation preset (observation=map) with "
+            f"spatial_critic=True; got the {setup.policy} policy with spatial_critic={spatial_critic}"
+        )
     settings.setdefault("policy_kwargs", policy_kwargs)
     if setup.replay_buffer_class is not None:
         settings.setdefault("replay_buffer_class", setup.replay_buffer_class)

@@ -1,5 +1,7 @@
-"""Trained agents shipped with the package, stored without pickle: the actor's weights (a plain tensor state dict,
-read with ``torch.load(weights_only=True)``) beside a small JSON of the settings needed to rebuild it.
+"""Trained agents shipped with the package, stored without pickle: the weights of the network that acts (a plain
+tensor state dict, read with ``torch.load(weights_only=True)``) beside a small JSON of the settings needed to rebuild
+it. That network is SAC's actor, or the map critic for an agent that acts by searching it
+(:mod:`agents.critic_search`; the settings then hold the search and the glimpse geometry).
 
 ``sb3:sac:embedded`` in ``scripts/evaluate.py`` and ``scripts/visualize_episode.py`` loads the SAC agent trained on
 ``AdaGlimpse-ClutteredDigits-v0`` (its command, wall time and results are in its JSON and docs/results.md), so a new
@@ -20,12 +22,13 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.sac.policies import MlpPolicy, MultiInputPolicy
 
 from adaglimpse_env import GlimpseVectorEnv
-from agents.map_critic import MapSACPolicy
+from agents.map_critic import MapSACPolicy, glimpse_geometry_of
 from agents.trunks import policy_setup
 
 #: Shipped agents by name: ``sb3:sac:<name>``.
 SHIPPED_AGENTS = {"embedded": "sac_digits"}
-FORMAT_VERSION = 1
+#: 2: "acts_with" says which network the weights are ("actor" or "critic_search"); 1 (actor only) still loads.
+FORMAT_VERSION = 2
 
 
 class ShippedAgentError(ValueError):
@@ -45,7 +48,8 @@ def agent_files(name_or_stem: str | Path) -> tuple[Path, Path]:
 def export_agent(
     model: SAC, stem: str | Path, env_id: str, observation: str, metadata: dict[str, Any]
 ) -> tuple[Path, Path]:
-    """Write ``model``'s actor as ``<stem>.pt`` (float32 tensors only) and its settings as ``<stem>.json``.
+    """Write the network that acts for ``model`` (its actor, or its critic when it acts by critic search) as
+    ``<stem>.pt`` (float32 tensors only) and its settings as ``<stem>.json``.
 
     Args:
         model: a trained SAC on a glimpse env.
@@ -56,18 +60,24 @@ def export_agent(
     """
     weights, settings = agent_files(stem)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().float().cpu().contiguous() for key, value in model.actor.state_dict().items()}
+    search = getattr(model.policy, "critic_search_settings", None)
+    acting = model.critic if search is not None else model.actor
+    state = {key: value.detach().float().cpu().contiguous() for key, value in acting.state_dict().items()}
     torch.save(state, weights)
-    record = {
+    record: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "algorithm": "sac",
         "env_id": env_id,
         "observation": observation,
         "policy": type(model.policy).__name__,
         "observation_shape": list(model.observation_space.shape) if model.observation_space.shape else None,
-        "actor_parameters": int(sum(t.numel() for t in state.values())),
-        **metadata,
+        "acts_with": "critic_search" if search is not None else "actor",
+        "parameters": int(sum(t.numel() for t in state.values())),
     }
+    if search is not None:
+        record["critic_search"] = dict(search)
+        record["glimpse_geometry"] = model.policy.glimpse_geometry
+    record.update(metadata)
     settings.write_text(json.dumps(record, indent=1) + "\n")
     return weights, settings
 
@@ -108,10 +118,25 @@ def load_agent(name_or_stem: str | Path, env: GlimpseVectorEnv, device: str = "c
         )
     setup = policy_setup(space)
     policy_class = {"MultiInputPolicy": MultiInputPolicy, "MlpPolicy": MlpPolicy, "CnnPolicy": MapSACPolicy}
-    policy = policy_class[setup.policy](space, action_space, lambda _: 0.0, **setup.policy_kwargs)
+    kwargs = dict(setup.policy_kwargs)
+    acts_with = settings.get("acts_with", "actor")  # format 1 files hold an actor
+    if acts_with == "critic_search":
+        geometry = glimpse_geometry_of(env)
+        if geometry != settings.get("glimpse_geometry"):
+            raise ShippedAgentError(
+                f"agent {str(name_or_stem)!r} searches glimpses of geometry {settings.get('glimpse_geometry')} (image "
+                f"size, smallest and largest glimpse); the env cuts {geometry}: make the env as its settings say"
+            )
+        kwargs.update(glimpse_geometry=geometry, critic_search=settings.get("critic_search"))
+    elif acts_with != "actor":
+        raise ShippedAgentError(f"{settings_path}: acts_with must be 'actor' or 'critic_search', got {acts_with!r}")
+    try:
+        policy = policy_class[setup.policy](space, action_space, lambda _: 0.0, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ShippedAgentError(f"{settings_path} does not describe a policy for this env: {error}") from error
     state = torch.load(weights, map_location="cpu", weights_only=True)
     try:
-        policy.actor.load_state_dict(state)
+        (policy.critic if acts_with == "critic_search" else policy.actor).load_state_dict(state)
     except RuntimeError as error:
         raise ShippedAgentError(
             f"agent {str(name_or_stem)!r} does not fit this env (trained on {settings.get('env_id')}): {error}"

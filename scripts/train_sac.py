@@ -55,6 +55,7 @@ from agents.callbacks import (
     WallClockLimitCallback,
 )
 from agents.config import ConfigError, parse_config
+from agents.critic_search import CriticSearch
 from agents.preflight import OutputDirectoryError, check_free_space, check_writable, format_bytes, required_free_bytes
 from agents.replay import ReplayBufferFileError, load_replay_buffer, replay_buffer_bytes
 from agents.run_folder import RunFolder, RunFolderError, save_checkpoint
@@ -93,6 +94,10 @@ class TrainConfig:
             (agents/map_critic.py) instead of SB3's critic over one feature vector; other presets ignore it.
         where_loss_weight: with the map critic, weight of the loss that pulls the actor's heat map towards the
             cells the critic values most (agents/map_critic.py where_map_loss); 0 gives SAC's actor loss alone.
+        critic_search: with the map critic, act by searching the critic over a grid of glimpses (a Boltzmann
+            policy over its values, agents/critic_search.py) instead of with SAC's actor; the critic's target
+            values the next state under that policy. A fresh run's setting (a resumed run keeps its own).
+        critic_search_sharpness: that policy's inverse temperature, in standard deviations of the grid's values.
         eval_every: env steps between held-out evaluations.
         eval_episodes: episodes per held-out evaluation.
         eval_envs: envs of the held-out evaluation.
@@ -134,6 +139,8 @@ class TrainConfig:
     float16_buffer: bool = True
     spatial_critic: bool = True
     where_loss_weight: float = 5.0
+    critic_search: bool = False
+    critic_search_sharpness: float = CriticSearch.sharpness
     eval_every: int = 6_000
     eval_episodes: int = 96
     eval_envs: int = 16
@@ -248,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             float16_buffer=config.float16_buffer,
             lr_schedule=config.lr_schedule,
             spatial_critic=config.spatial_critic,
+            critic_search=CriticSearch(sharpness=config.critic_search_sharpness) if config.critic_search else None,
             learning_rate=config.learning_rate,
             gamma=config.gamma,
             tau=config.tau,

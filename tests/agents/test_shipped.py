@@ -52,6 +52,39 @@ def test_exported_actor_acts_the_same(tmp_path: Path, classifier: Path, observat
     train_env.close()
 
 
+def test_exported_critic_search_agent_acts_the_same_and_checks_the_geometry(tmp_path: Path, classifier: Path) -> None:
+    from agents.critic_search import CriticSearch
+
+    train_env = gym.make_vec(FAST, num_envs=2, checkpoint=str(classifier), observation="map", map_size=16,
+                             autoreset_mode="same_step")  # fmt: skip
+    search = CriticSearch(positions=5, scales=3)
+    model = make_sac(GlimpseSB3VecEnv(train_env), seed=0, buffer_size=64, learning_starts=0, critic_search=search)
+    with torch.no_grad():
+        for parameter in model.critic.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    _, settings = export_agent(model, tmp_path / "agent", FAST, "map", {})
+    record = json.loads(settings.read_text())
+    assert record["acts_with"] == "critic_search" and record["critic_search"] == search.to_dict()
+
+    env = gym.make_vec(FAST, num_envs=2, checkpoint=str(classifier), observation="map", map_size=16, split="val")
+    env.reset(seed=0)
+    observation_batch, *_ = env.step(env.action_space.sample())
+    loaded = load_agent(tmp_path / "agent", env)
+    np.testing.assert_allclose(
+        loaded.predict(observation_batch, deterministic=True)[0],
+        model.predict(observation_batch, deterministic=True)[0],
+        atol=1e-6,
+    )
+    env.close()
+    train_env.close()
+    # Other glimpse sizes: the same map shape, other glimpses under each action; refused.
+    other = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=16,
+                         max_glimpse_ratio=0.5)  # fmt: skip
+    with pytest.raises(ShippedAgentError, match="geometry"):
+        load_agent(tmp_path / "agent", other)
+    other.close()
+
+
 def test_mismatched_or_broken_agents_are_refused(tmp_path: Path, classifier: Path) -> None:
     train_env = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="flat",
                              autoreset_mode="same_step")  # fmt: skip

@@ -1,0 +1,146 @@
+"""Acting by searching the map critic: the grid, the policy's probabilities, its actions, SAC's update, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from agents.critic_search import CriticSearch, candidate_values, glimpse_candidates, grid_step
+
+
+class _PeakCritic:
+    """Q = minus the distance of ``(x, y, scale)`` to one point (two heads, the second 0.01 higher)."""
+
+    def __init__(self, peak: tuple[float, float, float]) -> None:
+        self.peak = torch.tensor(peak)
+
+    def state_features(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(observations.shape[0], 1), torch.zeros(observations.shape[0], 1)
+
+    def q_values(self, state: object, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        value = -(actions - self.peak).norm(dim=-1, keepdim=True)
+        return value, value + 0.01
+
+
+def test_candidates_cover_the_action_box_on_a_grid() -> None:
+    candidates = glimpse_candidates(5, 3, torch.zeros(1))
+    assert candidates.shape == (5 * 5 * 3, 3)
+    assert candidates.min().item() == -1.0 and candidates.max().item() == 1.0
+    assert sorted(set(candidates[:, 0].tolist())) == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert sorted(set(candidates[:, 2].tolist())) == [-1.0, 0.0, 1.0]
+    assert len({tuple(row) for row in candidates.tolist()}) == len(candidates)  # no point twice
+    assert glimpse_candidates(1, 1, torch.zeros(1)).tolist() == [[0.0, 0.0, 0.0]]
+    assert grid_step(5) == 0.5 and grid_step(1) == 2.0
+
+
+def test_probabilities_are_a_distribution_with_an_exploration_floor() -> None:
+    values = torch.tensor([[0.0, 0.01, 0.02, 0.03], [1.0, 1.0, 1.0, 1.0]])
+    search = CriticSearch(sharpness=3.0, explore=0.2)
+    probabilities = search.probabilities(values)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(2))
+    assert bool((probabilities >= 0.2 / 4 - 1e-7).all())
+    assert probabilities[0].argmax().item() == 3  # the best value gets the most mass
+    # Standardised: values a hundred times larger give the same policy.
+    torch.testing.assert_close(search.probabilities(values * 100), probabilities)
+    torch.testing.assert_close(probabilities[1], torch.full((4,), 0.25))  # equal values: uniform
+    uniform = CriticSearch(sharpness=0.0, explore=0.0).probabilities(values)
+    torch.testing.assert_close(uniform, torch.full((2, 4), 0.25))
+
+
+def test_deterministic_action_is_the_best_candidate_and_sampled_ones_stay_near_it() -> None:
+    torch.manual_seed(0)
+    critic: Any = _PeakCritic((0.5, -0.5, -1.0))
+    search = CriticSearch(positions=5, scales=3, sharpness=8.0, explore=0.0)
+    observations = torch.zeros(64, 5, 16, 16)
+    best = search.act(critic, observations, deterministic=True)
+    torch.testing.assert_close(best, torch.tensor([[0.5, -0.5, -1.0]]).repeat(64, 1))
+    sampled = search.act(critic, observations, deterministic=False)
+    assert bool((sampled.abs() <= 1.0).all())
+    # Jittered within the chosen cell (half a step each way), and with a sharp policy mostly around the peak.
+    near = (sampled - torch.tensor([0.5, -0.5, -1.0])).abs()
+    assert float((near[:, :2] <= 0.25 + 1e-6).all(dim=1).float().mean()) > 0.5
+    assert len({tuple(row) for row in sampled.tolist()}) == 64  # continuous actions, not grid points
+
+
+def test_next_state_value_is_the_expected_value_under_the_policy() -> None:
+    critic: Any = _PeakCritic((0.0, 0.0, 0.0))
+    search = CriticSearch(target_positions=3, target_scales=3, sharpness=2.0, explore=0.1)
+    observations = torch.zeros(2, 5, 16, 16)
+    value = search.next_state_value(critic, observations)
+    candidates = glimpse_candidates(3, 3, observations)
+    values = candidate_values(critic, critic.state_features(observations), candidates)
+    assert value.shape == (2, 1)
+    torch.testing.assert_close(value[:, 0], (search.probabilities(values) * values).sum(dim=1))
+    assert values.min().item() < value[0, 0].item() < values.max().item()
+    assert values.max().item() == 0.0  # the smaller head: the peak scores 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("positions", 0), ("scales", 1.5), ("sharpness", -1.0), ("explore", 1.5), ("target_positions", -2)],
+)
+def test_bad_settings_are_refused_with_the_field_named(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=f"CriticSearch.{field}"):
+        CriticSearch(**{field: value})
+
+
+def _tiny_map_env(folder: Path, checkpoint: Path) -> Any:
+    from agents.sb3_adapter import make_sb3_vec_env
+
+    return make_sb3_vec_env("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(folder), checkpoint=checkpoint,
+                            num_glimpses=2, observation="map", map_size=16)  # fmt: skip
+
+
+def test_sac_with_critic_search_trains_the_critic_only_and_acts_from_it(
+    tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from stable_baselines3.common.logger import configure
+
+    from agents.map_critic import GlimpseMapCritic
+    from agents.sac import GlimpseSAC, make_sac
+    from agents.sb3_files import load_sb3
+
+    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    search = CriticSearch(positions=3, scales=2, target_positions=2, target_scales=1)
+    model = make_sac(env, seed=0, device="cpu", learning_starts=8, buffer_size=32, batch_size=4, critic_search=search)
+    assert model.policy.critic_search == search
+    model.learn(8)
+    model.set_logger(configure(None, []))
+    actor_start = {name: value.clone() for name, value in model.actor.state_dict().items()}
+    critic_start = {name: value.clone() for name, value in model.critic.state_dict().items()}
+    model.train(gradient_steps=2, batch_size=4)
+    for name, value in model.actor.state_dict().items():
+        torch.testing.assert_close(value, actor_start[name])  # the actor does not act, so it does not learn
+    assert any(not torch.equal(value, critic_start[name]) for name, value in model.critic.state_dict().items())
+    assert np.isfinite(model.logger.name_to_value["train/critic_loss"])
+    assert "train/actor_loss" not in model.logger.name_to_value
+
+    # Deterministic actions are the critic's best grid point.
+    observation = env.reset()
+    action, _ = model.predict(observation, deterministic=True)
+    assert isinstance(model.critic, GlimpseMapCritic)
+    with torch.no_grad():
+        expected = search.act(model.critic, torch.as_tensor(observation), deterministic=True).numpy()
+    np.testing.assert_allclose(action, expected)
+    grid = glimpse_candidates(3, 2, torch.zeros(1)).numpy()
+    assert all(any(np.allclose(row, point) for point in grid) for row in action)
+
+    # The setting travels with the zip (as readable JSON: no trust needed) and the loaded agent acts the same.
+    model.save(tmp_path / "search.zip")
+    loaded = load_sb3(GlimpseSAC, tmp_path / "search.zip", env.observation_space, env.action_space)
+    assert loaded.policy.critic_search == search
+    np.testing.assert_array_equal(loaded.predict(observation, deterministic=True)[0], action)
+    env.close()
+
+
+def test_critic_search_needs_the_map_critic(tiny_folder: Path, tiny_checkpoint: Path) -> None:
+    from agents.sac import make_sac
+
+    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    with pytest.raises(ValueError, match="critic_search needs the map critic"):
+        make_sac(env, seed=0, device="cpu", spatial_critic=False, critic_search=CriticSearch())
+    env.close()
