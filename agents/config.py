@@ -212,7 +212,8 @@ def load_yaml(path: Path, config_class: type) -> dict[str, Any]:
 def parse_config(config_class: type[T], argv: list[str] | None, description: str) -> T:
     """Build ``config_class`` (a dataclass) from ``--config preset.yaml`` and ``--field value`` flags.
 
-    Flags override the YAML; dict fields (``--env-kwargs key=value ...``) are merged into the YAML's dict.
+    Flags override the YAML; dict fields (``--env-kwargs key=value ...``) are merged into the YAML's dict, or into
+    the field's default when the YAML does not set it.
 
     Raises:
         ConfigError: a value of the wrong type, an unknown key, or a constraint of ``__post_init__`` broken; the
@@ -230,7 +231,8 @@ def parse_config(config_class: type[T], argv: list[str] | None, description: str
             continue
         where = f"--{key.replace('_', '-')}"
         if typing.get_origin(hints[key]) is dict:
-            values[key] = {**values.get(key, {}), **parse_key_values(value, where)}
+            base = values[key] if key in values else _field_default(config_class, key)
+            values[key] = {**base, **parse_key_values(value, where)}
         else:
             values[key] = convert(value, hints[key], where)
     try:
@@ -238,6 +240,13 @@ def parse_config(config_class: type[T], argv: list[str] | None, description: str
     except ValueError as error:
         source = f"{args.config} and flags" if args.config else "flags"
         raise ConfigError(f"invalid settings ({source}): {error}") from error
+
+
+def _field_default(config_class: type, name: str) -> Any:
+    """The default value of dataclass field ``name`` (calling its factory)."""
+    item = next(item for item in fields(config_class) if item.name == name)
+    factory: Any = item.default_factory
+    return item.default if item.default is not MISSING else factory()
 
 
 def parse_key_values(items: list[str], where: str = "--env-kwargs") -> dict[str, Any]:

@@ -41,7 +41,7 @@ class CriticSearch:
 
     positions: int = 13
     scales: int = 5
-    sharpness: float = 3.0
+    sharpness: float = 6.0
     explore: float = 0.1
     target_positions: int = 7
     target_scales: int = 3

@@ -46,7 +46,12 @@ def agent_files(name_or_stem: str | Path) -> tuple[Path, Path]:
 
 
 def export_agent(
-    model: SAC, stem: str | Path, env_id: str, observation: str, metadata: dict[str, Any]
+    model: SAC,
+    stem: str | Path,
+    env_id: str,
+    observation: str,
+    metadata: dict[str, Any],
+    num_glimpses: int | None = None,
 ) -> tuple[Path, Path]:
     """Write the network that acts for ``model`` (its actor, or its critic when it acts by critic search) as
     ``<stem>.pt`` (float32 tensors only) and its settings as ``<stem>.json``.
@@ -57,6 +62,8 @@ def export_agent(
         env_id: the id it was trained on.
         observation: the env's observation preset (``full``, ``latent``, ``flat`` or ``map``).
         metadata: anything worth keeping (command, wall time, results); must be JSON-serialisable.
+        num_glimpses: the episode budget it was trained with; recorded so that loading it into an env with another
+            budget is refused (the ``map`` observation shows the share of the budget used).
     """
     weights, settings = agent_files(stem)
     weights.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +78,7 @@ def export_agent(
         "observation": observation,
         "policy": type(model.policy).__name__,
         "observation_shape": list(model.observation_space.shape) if model.observation_space.shape else None,
+        "num_glimpses": num_glimpses,
         "acts_with": "critic_search" if search is not None else "actor",
         "parameters": int(sum(t.numel() for t in state.values())),
     }
@@ -107,6 +115,12 @@ def load_agent(name_or_stem: str | Path, env: GlimpseVectorEnv, device: str = "c
         raise ShippedAgentError(
             f"agent {str(name_or_stem)!r} was trained with observation={preset!r} on {settings.get('env_id')}; "
             f"the env has observation={env.episode.observation!r}: make it with observation={preset!r}"
+        )
+    budget = settings.get("num_glimpses")
+    if budget is not None and budget != env.num_glimpses:
+        raise ShippedAgentError(
+            f"agent {str(name_or_stem)!r} was trained on {settings.get('env_id')} with a budget of {budget} glimpses; "
+            f"the env has {env.num_glimpses}: use that id, or make the env with num_glimpses={budget}"
         )
     space, action_space = env.single_observation_space, env.single_action_space
     assert isinstance(action_space, spaces.Box)

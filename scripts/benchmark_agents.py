@@ -41,6 +41,7 @@ import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import BASELINES, make_baseline
 from agents.config import parse_key_values
+from agents.critic_search import CriticSearch
 from agents.evaluation import run_policy
 from agents.sac import make_sac
 from agents.sb3_adapter import make_sb3_vec_env
@@ -79,9 +80,20 @@ def _contrib(name: str, **kwargs: Any) -> Factory:
     return build
 
 
-#: name -> factory(env, seed, device). SAC is the paper's (make_sac); the others share its trunk and buffer.
+def _sac_search(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+    """SAC acting by critic search (``map`` observation only), with the settings of train_sac.py's default run
+    (configs/sac/digits.yaml) except its salient warm-up: here every algorithm starts from uniform random steps."""
+    return make_sac(
+        env, seed=seed, device=device, critic_search=CriticSearch(), lr_schedule=False, learning_starts=2_000,
+        batch_size=64, gradient_steps=2, buffer_size=30_000,
+    )  # fmt: skip
+
+
+#: name -> factory(env, seed, device). ``sac`` is the paper's (make_sac: its actor), ``sac_search`` the same SAC
+#: acting by searching its map critic (agents/critic_search.py); the others share the trunk and buffer.
 ALGORITHMS: dict[str, Factory] = {
     "sac": lambda env, seed, device: make_sac(env, seed=seed, device=device, learning_starts=2_000),
+    "sac_search": _sac_search,
     "td3": _off_policy(TD3, learning_starts=2_000),
     "ddpg": _off_policy(DDPG, learning_starts=2_000),
     "tqc": _contrib("TQC", learning_starts=2_000),
@@ -119,6 +131,16 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         train_env.close()
     result = run_policy(eval_env, policy, job["eval_episodes"], seed=10_000)
     eval_env.close()
+    early: dict[str, Any] = {}
+    if job["early_stop"] is not None:  # the same policy on the same scenes, episodes ending once solved
+        stop_env = gym.make_vec(job["env_id"], num_envs=job["eval_envs"], split="val",
+                                early_stop_threshold=job["early_stop"], **kwargs)  # fmt: skip
+        assert isinstance(stop_env, GlimpseVectorEnv)
+        if job["name"] in BASELINES:
+            policy = make_baseline(job["name"], stop_env, seed=job["seed"])
+        stopped = run_policy(stop_env, policy, job["eval_episodes"], seed=10_000)
+        stop_env.close()
+        early = {"early_stop_metric": stopped["metric_by_glimpse"][-1], "early_stop_glimpses": stopped["mean_glimpses"]}
     return {
         "name": job["name"],
         "seed": job["seed"],
@@ -128,26 +150,48 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "final_score": result["final_score"],
         "train_seconds": train_seconds,
         "env_steps_per_second": steps_per_second,
+        **early,
     }
 
 
 def summarise(results: list[dict[str, Any]], order: list[str]) -> str:
+    """The Markdown table: the metric after 1, 2, 4, 8 glimpses and the last (mean ± std over seeds), with early
+    stop when measured, the final score, training wall time and env steps per second."""
     metric = results[0]["metric"]
+    last = len(results[0]["metric_by_glimpse"]) - 1
+    counts = [k for k in (1, 2, 4, 8) if k < last] + [last]
+    early = any("early_stop_metric" in r for r in results)
+    header = [f"{metric} @{k}" for k in counts] + (["early stop: " + metric, "glimpses used"] if early else [])
     lines = [
-        f"| policy | seeds | {metric} after last glimpse | final score | train wall time (s) | env steps/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| policy | seeds | {' | '.join(header)} | final score | train wall time (s) | env steps/s |",
+        "|---|---:|" + "---:|" * (len(header) + 3),
     ]
+
+    def cell(values: list[float], digits: int = 3) -> str:
+        return (
+            f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+            if len(values) > 1
+            else f"{values[0]:.{digits}f}"
+        )
+
     for name in order:
         rows = [r for r in results if r["name"] == name]
         if not rows:
             continue
-        values = np.array([r["final_metric"] for r in rows])
-        scores = np.array([r["final_score"] for r in rows])
+        cells = [cell([r["metric_by_glimpse"][k] for r in rows]) for k in counts]
+        if early:
+            stopped = [r for r in rows if "early_stop_metric" in r]
+            cells += (
+                [cell([r["early_stop_metric"] for r in stopped]), cell([r["early_stop_glimpses"] for r in stopped], 1)]
+                if stopped
+                else ["-", "-"]
+            )
         wall = np.mean([r["train_seconds"] for r in rows])
         speed = np.mean([r["env_steps_per_second"] for r in rows])
+        scores = np.mean([r["final_score"] for r in rows])
         lines.append(
-            f"| {name} | {len(rows)} | {values.mean():.2f} ± {values.std():.2f} | {scores.mean():.2f} | "
-            f"{wall:.0f} | {'-' if np.isnan(speed) else f'{speed:.0f}'} |"
+            f"| {name} | {len(rows)} | {' | '.join(cells)} | {scores:.3f} | {wall:.0f} | "
+            f"{'-' if np.isnan(speed) else f'{speed:.0f}'} |"
         )
     return "\n".join(lines)
 
@@ -163,6 +207,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--eval-episodes", type=int, default=64)
     parser.add_argument("--eval-envs", type=int, default=16)
+    parser.add_argument(
+        "--early-stop", type=float, default=None, metavar="SCORE",
+        help="also evaluate with episodes that end once the score reaches SCORE (e.g. 0.9 true-class probability)",
+    )  # fmt: skip
     parser.add_argument(
         "--device", default="cpu", help="cpu, cuda (runs spread round-robin over all visible GPUs) or cuda:N"
     )
@@ -188,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_envs": args.num_envs,
             "eval_envs": args.eval_envs,
             "eval_episodes": args.eval_episodes,
+            "early_stop": args.early_stop,
             "device": next(devices),
             "threads": threads,
         }
@@ -195,26 +244,36 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds
     ]
     start = time.perf_counter()
+    results: list[dict[str, Any]] = []
+
+    def record(job: dict[str, Any], result: dict[str, Any]) -> None:
+        # Every finished run is written at once, so a long benchmark that is stopped keeps what it measured.
+        results.append(result)
+        print(f"{job['name']} seed {job['seed']}: {result['final_metric']:.3f}", file=sys.stderr)
+        write_results(args, results, partial=len(results) < len(jobs))
+
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(run_one, jobs))
+            for job, result in zip(jobs, pool.map(run_one, jobs), strict=True):
+                record(job, result)
     else:
-        results = []
         for job in jobs:
-            results.append(run_one(job))
-            print(f"{job['name']} seed {job['seed']}: {results[-1]['final_metric']:.3f}", file=sys.stderr)
+            record(job, run_one(job))
     total = time.perf_counter() - start
     print(
         f"\n{args.env_id}: {args.timesteps} env steps per run, seeds {args.seeds}, "
         f"{args.eval_episodes} held-out episodes per run; {total / 60:.1f} min in all\n"
     )
     print(summarise(results, names))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps({"args": vars(args) | {"output": str(args.output)}, "results": results}, indent=2)
-    )
     print(f"\nwrote {args.output}")
     return 0
+
+
+def write_results(args: argparse.Namespace, results: list[dict[str, Any]], partial: bool) -> None:
+    """Write the arguments and the runs so far to ``args.output`` (``"partial": true`` until the last run)."""
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    record = {"args": vars(args) | {"output": str(args.output)}, "partial": partial, "results": results}
+    args.output.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

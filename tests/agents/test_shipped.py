@@ -77,6 +77,16 @@ def test_exported_critic_search_agent_acts_the_same_and_checks_the_geometry(tmp_
     )
     env.close()
     train_env.close()
+    # Another budget: the same map shape, another meaning of its budget channel; refused when recorded.
+    export_agent(model, tmp_path / "budget", FAST, "map", {}, num_glimpses=6)
+    longer = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=16,
+                          num_glimpses=14)  # fmt: skip
+    with pytest.raises(ShippedAgentError, match="budget of 6 glimpses"):
+        load_agent(tmp_path / "budget", longer)
+    same = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=16)
+    assert load_agent(tmp_path / "budget", same).critic_search == search
+    same.close()
+    longer.close()
     # Other glimpse sizes: the same map shape, other glimpses under each action; refused.
     other = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=16,
                          max_glimpse_ratio=0.5)  # fmt: skip
@@ -120,3 +130,21 @@ def test_shipped_agent_loads_by_name_and_acts() -> None:
     actions, _ = policy.predict(observation, deterministic=True)
     assert actions.shape == (2, 3) and np.isfinite(actions).all() and np.abs(actions).max() <= 1
     env.close()
+
+
+def test_shipped_agent_beats_random_on_val_scenes() -> None:
+    # The learnt policy CI checks: the shipped SAC agent (trained by the command in its settings file) against the
+    # random baseline on the same 64 val scenes of its id; measured margins are in docs/results.md.
+    from agents.baselines import make_baseline
+    from agents.evaluation import run_policy
+
+    weights, settings = agent_files("embedded")
+    if not weights.is_file():
+        pytest.skip("no shipped agent in this checkout")
+    record = json.loads(settings.read_text())
+    env = gym.make_vec(record["env_id"], num_envs=16, split="val", observation=record["observation"])
+    torch.manual_seed(0)
+    learnt = run_policy(env, load_policy("sb3:sac:embedded", env), episodes=64, seed=0)
+    random = run_policy(env, make_baseline("random", env, seed=0), episodes=64, seed=0)
+    env.close()
+    assert learnt["metric_by_glimpse"][-1] >= random["metric_by_glimpse"][-1] + 0.1, (learnt, random)

@@ -42,6 +42,7 @@ def sac_args(env_args: list[str], output: Path, total: int) -> list[str]:
         *env_args, "--num-envs", "2", "--total-timesteps", str(total), "--learning-starts", "8", "--buffer-size", "64",
         "--batch-size", "8", "--eval-every", "1000000", "--eval-episodes", "2", "--eval-envs", "2",
         "--checkpoint-every", "16", "--output", str(output), "--no-progress-bar", "--threads", "1",
+        "--no-critic-search",  # the actor path: its losses are among the logged tags
     ]  # fmt: skip
 
 
@@ -154,6 +155,20 @@ def test_benchmark_agents_table(env_args: list[str], tmp_path: Path, capsys) -> 
     assert {r["name"] for r in results} == {"sac", "ppo", "random"}
 
 
+def test_benchmark_agents_critic_search_with_early_stop(env_args: list[str], tmp_path: Path, capsys) -> None:
+    # The map observation (sac_search needs it), a second evaluation with early stop, the per-glimpse columns.
+    args = [*env_args, "observation=map", "map_size=16", "--algorithms", "sac_search", "--baselines", "random",
+            "--seeds", "0", "--timesteps", "16", "--num-envs", "2", "--eval-episodes", "2", "--eval-envs", "2",
+            "--early-stop", "-1000", "--output", str(tmp_path / "r.json")]  # fmt: skip
+    assert benchmark_agents.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| policy | seeds | rmse @1 | rmse @2 | early stop: rmse | glimpses used |" in out
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    # A threshold every score reaches: each episode stops after its first glimpse.
+    assert [r["early_stop_glimpses"] for r in results] == [1.0, 1.0]
+    assert all(r["early_stop_metric"] == r["metric_by_glimpse"][1] for r in results)
+
+
 def test_digits_preset_is_the_default_run() -> None:
     # configs/sac/digits.yaml says it is train_sac.py's defaults written out (docs/results.md relies on it), and
     # configs/sac/embedded.yaml, the photo reconstruction run, is a complete preset one flag away.
@@ -167,7 +182,7 @@ def test_digits_preset_is_the_default_run() -> None:
     assert set(yaml.safe_load(digits.read_text())) == every_setting
     default = parse_config(train_sac.TrainConfig, [], "")
     assert parse_config(train_sac.TrainConfig, ["--config", str(digits)], "") == default
-    assert default.env_id == "AdaGlimpse-ClutteredDigits-v0"
+    assert default.env_id == "AdaGlimpse-ClutteredDigits-Fast-v0" and default.critic_search
     photos = SCRIPTS.parent / "configs" / "sac" / "embedded.yaml"
     assert set(yaml.safe_load(photos.read_text())) == every_setting
     assert parse_config(train_sac.TrainConfig, ["--config", str(photos)], "").env_id == "AdaGlimpse-Photos-v0"
