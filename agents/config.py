@@ -245,8 +245,10 @@ def parse_config(config_class: type[T], argv: list[str] | None, description: str
 def _field_default(config_class: type, name: str) -> Any:
     """The default value of dataclass field ``name`` (calling its factory)."""
     item = next(item for item in fields(config_class) if item.name == name)
+    if item.default is not MISSING:
+        return item.default
     factory: Any = item.default_factory
-    return item.default if item.default is not MISSING else factory()
+    return factory() if factory is not MISSING else {}
 
 
 def parse_key_values(items: list[str], where: str = "--env-kwargs") -> dict[str, Any]:

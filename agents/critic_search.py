@@ -8,10 +8,14 @@ Here the policy *is* the critic's: every candidate of a grid over ``(x, y, scale
 trunk over the map, and the action is drawn from ``softmax(sharpness * (Q - mean) / std)`` over them (values
 standardised per state, so that the policy is as greedy early, when values differ by thousandths, as late), mixed
 with a uniform share, then jittered within its grid cell so that the replayed actions cover the continuous box.
-Deterministic acting takes the best candidate. The critic's bootstrap target is the value of the next state under
-the same distribution (expected SARSA). This is the exact policy improvement of discrete SAC (Christodoulou, 2019)
-and the critic search of QT-Opt (Kalashnikov et al., 2018), over a grid that the map critic scores cheaply: one
-trunk pass per state, then a small MLP per candidate.
+Deterministic acting takes the best candidate. The critic's bootstrap target is the expected value of the next
+state under the same kind of distribution on a coarser grid, scored by the target critic (expected SARSA; the
+coarse grid keeps the target's cost at a few thousand candidates per batch, and can miss a narrow peak between
+its points, so it is a conservative estimate of the acting policy's value). As in discrete SAC (Christodoulou,
+2019) the policy is a softmax of the critic's values over the actions, here without an entropy term in the
+target, and as in QT-Opt (Kalashnikov et al., 2018) acting is a search over the critic; the map critic makes the
+search cheap: one trunk pass per state, then a small MLP per candidate. SAC's actor is still built and saved
+with the agent (SB3's layout) but neither acts nor trains.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class CriticSearch:
         """The fields as plain JSON values (SB3 saves policy arguments as readable JSON)."""
         return asdict(self)
 
+    @torch.no_grad()
     def act(self, critic: GlimpseMapCritic, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         """Actions for a batch of observations.
 
@@ -71,7 +76,7 @@ class CriticSearch:
         Returns:
             ``(B, 3)`` actions in ``[-1, 1]``.
         """
-        candidates = glimpse_candidates(self.positions, self.scales, observations)  # (K, 3)
+        candidates = glimpse_candidates(self.positions, self.scales, _parameter(critic))  # (K, 3)
         values = candidate_values(critic, critic.state_features(observations), candidates)  # (B, K)
         if deterministic:
             return candidates[values.argmax(dim=1)]
@@ -83,8 +88,9 @@ class CriticSearch:
             dtype=chosen.dtype,
             device=chosen.device,
         )
-        jitter = (torch.rand_like(chosen) - 0.5) * steps
-        return (chosen + jitter).clamp(-1.0, 1.0)
+        jittered = chosen + (torch.rand_like(chosen) - 0.5) * steps
+        # Reflected at the edges of the box (not clamped): no pile of actions exactly on +-1.
+        return torch.where(jittered.abs() > 1.0, torch.sign(jittered) * 2.0 - jittered, jittered).clamp(-1.0, 1.0)
 
     def probabilities(self, values: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` values -> ``(B, K)`` the policy's probabilities over the candidates."""
@@ -92,6 +98,7 @@ class CriticSearch:
         boltzmann = ((values - values.mean(dim=1, keepdim=True)) / spread * self.sharpness).softmax(dim=1)
         return (1.0 - self.explore) * boltzmann + self.explore / values.shape[1]
 
+    @torch.no_grad()
     def next_state_value(self, critic: GlimpseMapCritic, next_observations: torch.Tensor) -> torch.Tensor:
         """``(B, 1)``: the expected value of the next states under the policy, on the target grid (no gradients).
 
@@ -99,9 +106,14 @@ class CriticSearch:
             critic: the critic that values them (the target critic in SAC's update).
             next_observations: ``(B, C, M, M)``.
         """
-        candidates = glimpse_candidates(self.target_positions, self.target_scales, next_observations)
+        candidates = glimpse_candidates(self.target_positions, self.target_scales, _parameter(critic))
         values = candidate_values(critic, critic.state_features(next_observations), candidates)
         return (self.probabilities(values) * values).sum(dim=1, keepdim=True)
+
+
+def _parameter(critic: GlimpseMapCritic) -> torch.Tensor:
+    """A parameter of the critic: candidates take its device and dtype, whatever the observations' dtype."""
+    return next(critic.parameters())
 
 
 def grid_step(points: int) -> float:

@@ -72,6 +72,7 @@ def export_agent(
     state = {key: value.detach().float().cpu().contiguous() for key, value in acting.state_dict().items()}
     torch.save(state, weights)
     record: dict[str, Any] = {
+        **metadata,  # first: the fields below describe the files and must not be overwritten
         "format_version": FORMAT_VERSION,
         "algorithm": "sac",
         "env_id": env_id,
@@ -85,7 +86,6 @@ def export_agent(
     if search is not None:
         record["critic_search"] = dict(search)
         record["glimpse_geometry"] = model.policy.glimpse_geometry
-    record.update(metadata)
     settings.write_text(json.dumps(record, indent=1) + "\n")
     return weights, settings
 
@@ -141,7 +141,9 @@ def load_agent(name_or_stem: str | Path, env: GlimpseVectorEnv, device: str = "c
                 f"agent {str(name_or_stem)!r} searches glimpses of geometry {settings.get('glimpse_geometry')} (image "
                 f"size, smallest and largest glimpse); the env cuts {geometry}: make the env as its settings say"
             )
-        kwargs.update(glimpse_geometry=geometry, critic_search=settings.get("critic_search"))
+        if not isinstance(settings.get("critic_search"), dict):
+            raise ShippedAgentError(f"{settings_path}: acts_with 'critic_search' requires the search's settings")
+        kwargs.update(glimpse_geometry=geometry, critic_search=settings["critic_search"])
     elif acts_with != "actor":
         raise ShippedAgentError(f"{settings_path}: acts_with must be 'actor' or 'critic_search', got {acts_with!r}")
     try:

@@ -82,7 +82,7 @@ def _contrib(name: str, **kwargs: Any) -> Factory:
 
 def _sac_search(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
     """SAC acting by critic search (``map`` observation only), with the settings of train_sac.py's default run
-    (configs/sac/digits.yaml) except its salient warm-up: here every algorithm starts from uniform random steps."""
+    (configs/sac/digits.yaml)."""
     return make_sac(
         env, seed=seed, device=device, critic_search=CriticSearch(), lr_schedule=False, learning_starts=2_000,
         batch_size=64, gradient_steps=2, buffer_size=30_000,

@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     assert isinstance(observation_space, gym.spaces.Dict | gym.spaces.Box)
     memory = replay_buffer_bytes(model.buffer_size, observation_space, dtype)
     print(
-        f"{config.env_id}: {task}, {train_env.episode.num_glimpses} glimpses, {config.num_envs} envs; "
+        f"{config.env_id}: {task}, {train_env.episode.num_glimpses} glimpses, "
+        f"observation={train_env.episode.observation}{' (critic search)' if searching else ''}, "
+        f"{config.num_envs} envs; "
         f"replay buffer {model.buffer_size} transitions = {memory / 2**30:.2f} GiB "
         f"({np.dtype(dtype).name} observations)"
     )

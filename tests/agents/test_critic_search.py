@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ class _PeakCritic:
 
     def __init__(self, peak: tuple[float, float, float]) -> None:
         self.peak = torch.tensor(peak)
+
+    def parameters(self) -> Iterator[torch.Tensor]:
+        return iter([torch.zeros(1)])
 
     def state_features(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(observations.shape[0], 1), torch.zeros(observations.shape[0], 1)
@@ -144,3 +148,50 @@ def test_critic_search_needs_the_map_critic(tiny_folder: Path, tiny_checkpoint: 
     with pytest.raises(ValueError, match="critic_search needs the map critic"):
         make_sac(env, seed=0, device="cpu", spatial_critic=False, critic_search=CriticSearch())
     env.close()
+
+
+def test_critic_target_is_reward_plus_discounted_next_value_of_the_target_critic(
+    tiny_folder: Path, tiny_checkpoint: Path
+) -> None:
+    from types import SimpleNamespace
+
+    from agents.sac import make_sac
+
+    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    search = CriticSearch(target_positions=3, target_scales=2)
+    model = make_sac(env, seed=0, device="cpu", learning_starts=4, buffer_size=32, critic_search=search)
+    with torch.no_grad():  # a target critic that differs from the online one: the target must read the former
+        for parameter in model.critic_target.parameters():
+            parameter.add_(0.1)
+    torch.manual_seed(0)
+    observations, next_observations = torch.randn(4, 5, 16, 16), torch.randn(4, 5, 16, 16)
+    actions = torch.rand(4, 3) * 2 - 1
+    rewards = torch.tensor([[0.5], [0.0], [-0.2], [1.0]])
+    dones = torch.tensor([[0.0], [1.0], [0.0], [0.0]])
+    batch = SimpleNamespace(observations=observations, next_observations=next_observations, actions=actions,
+                            rewards=rewards, dones=dones)  # fmt: skip
+    next_values = search.next_state_value(model.critic_target, next_observations)
+    expected_target = rewards + (1 - dones) * 0.9 * next_values
+    with torch.no_grad():
+        current = model.critic(observations, actions)
+    expected_loss = 0.5 * sum(torch.nn.functional.mse_loss(q, expected_target) for q in current)
+    assert model._critic_step(batch, 0.9, search) == pytest.approx(float(expected_loss), rel=1e-5)
+    env.close()
+
+
+def test_stochastic_search_acting_repeats_with_the_seed(tiny_folder: Path, tiny_checkpoint: Path) -> None:
+    # No random warm-up: every collected action comes from the critic search (SB3's _sample_action -> predict).
+    from agents.sac import make_sac
+
+    def collected_actions() -> np.ndarray:
+        env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+        model = make_sac(env, seed=3, device="cpu", learning_starts=0, buffer_size=32, batch_size=4,
+                         critic_search=CriticSearch(positions=5, scales=3))  # fmt: skip
+        model.learn(12)
+        env.close()
+        assert model.replay_buffer is not None
+        return model.replay_buffer.actions[: model.replay_buffer.pos].copy()
+
+    first, second = collected_actions(), collected_actions()
+    assert first.shape[0] == 6 and bool((np.abs(first) <= 1).all())
+    np.testing.assert_array_equal(first, second)

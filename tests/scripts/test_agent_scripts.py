@@ -37,12 +37,13 @@ def env_args(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return ["--env-id", "AdaGlimpse-ImageFolder-v0", "--env-kwargs", *kwargs]
 
 
-def sac_args(env_args: list[str], output: Path, total: int) -> list[str]:
+def sac_args(env_args: list[str], output: Path, total: int, observation: str = "full") -> list[str]:
+    # 'full' by default: the paper's agent (train_sac's default is the map with critic search).
     return [
-        *env_args, "--num-envs", "2", "--total-timesteps", str(total), "--learning-starts", "8", "--buffer-size", "64",
+        *env_args, f"observation={observation}", *(["map_size=16"] if observation == "map" else []),
+        "--num-envs", "2", "--total-timesteps", str(total), "--learning-starts", "8", "--buffer-size", "64",
         "--batch-size", "8", "--eval-every", "1000000", "--eval-episodes", "2", "--eval-envs", "2",
         "--checkpoint-every", "16", "--output", str(output), "--no-progress-bar", "--threads", "1",
-        "--no-critic-search",  # the actor path: its losses are among the logged tags
     ]  # fmt: skip
 
 
@@ -79,22 +80,26 @@ def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_pat
     assert expected <= tags, sorted(expected - tags)
 
 
-@pytest.mark.parametrize("observation", ["latent", "flat"])
+@pytest.mark.parametrize("observation", ["latent", "flat", "map"])
 def test_train_sac_trains_every_preset_and_exports_a_pickle_free_actor(
     env_args: list[str], tmp_path: Path, observation: str
 ) -> None:
-    # 'latent' gets the original trunk over its streams, 'flat' SB3's MLP; both end with agent.pt + agent.json.
+    # 'latent' gets the original trunk over its streams, 'flat' SB3's MLP, 'map' the critic search (the default);
+    # each ends with agent.pt + agent.json.
     import gymnasium as gym
 
     from agents.shipped import load_agent
 
-    assert train_sac.main(sac_args([*env_args, f"observation={observation}"], tmp_path, 32)) == 0
+    assert train_sac.main(sac_args(env_args, tmp_path, 32, observation)) == 0
     settings = json.loads((tmp_path / "agent.json").read_text())
     assert settings["observation"] == observation and settings["num_timesteps"] == 32
     assert "agent.pt" in json.loads((tmp_path / "run_manifest.json").read_text())["files"]
     from agents.config import parse_key_values
 
     kwargs = parse_key_values(env_args[env_args.index("--env-kwargs") + 1 :])
+    if observation == "map":  # train_sac's default agent: it acts by critic search, and its export says so
+        assert settings["acts_with"] == "critic_search" and settings["num_glimpses"] == 2
+        kwargs["map_size"] = 16
     env = gym.make_vec(settings["env_id"], num_envs=2, split="val", observation=observation, **kwargs)
     observations, _ = env.reset(seed=0)
     actions, _ = load_agent(tmp_path / "agent.pt", env).predict(observations, deterministic=True)
