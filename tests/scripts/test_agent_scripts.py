@@ -191,3 +191,26 @@ def test_digits_preset_is_the_default_run() -> None:
     photos = SCRIPTS.parent / "configs" / "sac" / "embedded.yaml"
     assert set(yaml.safe_load(photos.read_text())) == every_setting
     assert parse_config(train_sac.TrainConfig, ["--config", str(photos)], "").env_id == "AdaGlimpse-Photos-v0"
+
+
+def test_export_agent_writes_a_checkpoint_as_a_loadable_agent(env_args: list[str], tmp_path: Path) -> None:
+    import export_agent
+    import gymnasium as gym
+
+    from agents.config import parse_key_values
+    from agents.shipped import load_agent
+
+    assert train_sac.main(sac_args(env_args, tmp_path, 32, "map")) == 0
+    checkpoint = tmp_path / "checkpoints" / "model_32.zip"  # the run keeps its newest checkpoint
+    assert export_agent.main([str(checkpoint), "--output", str(tmp_path / "early")]) == 0
+    settings = json.loads((tmp_path / "early.json").read_text())
+    assert settings["num_timesteps"] == 32 and settings["acts_with"] == "critic_search"
+    assert settings["evaluation"]["timesteps"] == 32  # the run's final evaluation, at that step
+    assert settings["run_config"]["total_timesteps"] == 32
+    kwargs = parse_key_values(env_args[env_args.index("--env-kwargs") + 1 :])
+    env = gym.make_vec(settings["env_id"], num_envs=2, split="val", observation="map", map_size=16, **kwargs)
+    observations, _ = env.reset(seed=0)
+    assert load_agent(tmp_path / "early", env).predict(observations, deterministic=True)[0].shape == (2, 3)
+    env.close()
+    with pytest.raises(SystemExit, match="not in a train_sac"):
+        export_agent.main([str(tmp_path / "elsewhere" / "model.zip"), "--output", str(tmp_path / "x")])
