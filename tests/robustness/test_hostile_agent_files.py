@@ -236,7 +236,13 @@ def test_resume_from_a_crafted_checkpoint_runs_nothing(run: Path, env_kwargs: di
     crafted = with_data(model_path, tmp_path / "crafted.zip", {"_evil": serialized(WritesMarker(marker))})
     model_path.unlink()  # model.zip is a hard link to it: replace the checkpoint file, not its content
     shutil.copyfile(crafted, model_path)
-    args = ["--env-id", "AdaGlimpse-ImageFolder-v0", "--env-kwargs", *(f"{k}={v}" for k, v in env_kwargs.items())]
+    args = [
+        "--env-id",
+        "AdaGlimpse-ImageFolder-v0",
+        "--env-kwargs",
+        *(f"{k}={v}" for k, v in env_kwargs.items()),
+        "observation=full",
+    ]  # the run fixture's preset (train_sac's default is the map)
     args += ["--num-envs", "2", "--total-timesteps", "24", "--learning-starts", "8", "--buffer-size", "64",
              "--batch-size", "8", "--eval-every", "1000000", "--eval-episodes", "2", "--eval-envs", "2",
              "--output", str(output), "--no-progress-bar", "--resume"]  # fmt: skip
