@@ -22,7 +22,7 @@ start-up if ``--output`` cannot be written or its disk cannot hold two checkpoin
 
 Usage::
 
-    python scripts/train_sac.py                                   # find-and-zoom digits, under 22 min on 2 cores
+    python scripts/train_sac.py                                   # find-and-zoom digits, about 10 min on 2 cores
     python scripts/train_sac.py --config configs/sac/embedded.yaml  # photo reconstruction, ~15 min on 2 cores
     python scripts/train_sac.py --resume                          # continue a killed run
     python scripts/train_sac.py --deterministic --seed 1          # bit-for-bit repeatable (docs/determinism.md)
