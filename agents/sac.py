@@ -165,14 +165,7 @@ class GlimpseSAC(SAC):
                 next_q_values = next_q_values - ent_coef * next_log_prob.reshape(-1, 1)
                 target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
-            with self._phase("critic forward + backward + step"):
-                current_q_values = self.critic(replay_data.observations, replay_data.actions)
-                critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
-                assert isinstance(critic_loss, torch.Tensor)
-                critic_losses.append(critic_loss.item())
-                self.critic.optimizer.zero_grad()
-                critic_loss.backward()
-                self.critic.optimizer.step()
+            critic_losses.append(self._fit_critic(replay_data, target_q_values))
 
             with self._phase("actor loss + backward + step"):
                 # The actor loss needs d Q / d action only: the critic's features (a function of the observation
@@ -228,6 +221,10 @@ class GlimpseSAC(SAC):
         with self._phase("target (critic search over the next state)"), torch.no_grad():
             next_values = search.next_state_value(self.critic_target, replay_data.next_observations)
             target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_values
+        return self._fit_critic(replay_data, target_q_values)
+
+    def _fit_critic(self, replay_data: Any, target_q_values: torch.Tensor) -> float:
+        """SB3's critic step: every head towards ``target_q_values`` ``(B, 1)`` (halved MSE summed); the loss."""
         with self._phase("critic forward + backward + step"):
             current_q_values = self.critic(replay_data.observations, replay_data.actions)
             critic_loss = 0.5 * sum(F.mse_loss(current_q, target_q_values) for current_q in current_q_values)
