@@ -19,7 +19,7 @@ import math
 import re
 import types
 import typing
-from dataclasses import MISSING, fields, is_dataclass
+from dataclasses import MISSING, Field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -168,8 +168,7 @@ def build_parser(config_class: type, description: str) -> argparse.ArgumentParse
         if item.name not in helps:
             raise TypeError(f"{config_class.__name__}.{item.name} has no help line in the docstring's Attributes:")
         flag = "--" + item.name.replace("_", "-")
-        factory: Any = item.default_factory
-        default = item.default if item.default is not MISSING else factory()
+        default = field_default(item)
         help_text = f"{helps[item.name]} (default: {default!r})".replace("%", "%%")
         hint = hints[item.name]
         origin = typing.get_origin(hint)
@@ -222,6 +221,8 @@ def parse_config(config_class: type[T], argv: list[str] | None, description: str
     parser = build_parser(config_class, description)
     args = parser.parse_args(argv)
     hints = typing.get_type_hints(config_class)
+    assert is_dataclass(config_class)
+    by_name = {item.name: item for item in fields(config_class)}
     values: dict[str, Any] = {}
     if args.config:
         for key, value in load_yaml(args.config, config_class).items():
@@ -231,7 +232,7 @@ def parse_config(config_class: type[T], argv: list[str] | None, description: str
             continue
         where = f"--{key.replace('_', '-')}"
         if typing.get_origin(hints[key]) is dict:
-            base = values[key] if key in values else _field_default(config_class, key)
+            base = values[key] if key in values else field_default(by_name[key]) or {}
             values[key] = {**base, **parse_key_values(value, where)}
         else:
             values[key] = convert(value, hints[key], where)
@@ -242,13 +243,12 @@ def parse_config(config_class: type[T], argv: list[str] | None, description: str
         raise ConfigError(f"invalid settings ({source}): {error}") from error
 
 
-def _field_default(config_class: type, name: str) -> Any:
-    """The default value of dataclass field ``name`` (calling its factory)."""
-    item = next(item for item in fields(config_class) if item.name == name)
+def field_default(item: Field[Any]) -> Any:
+    """The default value of a dataclass field (its factory called), or None for a field without one."""
     if item.default is not MISSING:
         return item.default
     factory: Any = item.default_factory
-    return factory() if factory is not MISSING else {}
+    return factory() if factory is not MISSING else None
 
 
 def parse_key_values(items: list[str], where: str = "--env-kwargs") -> dict[str, Any]:
