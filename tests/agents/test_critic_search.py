@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from map_env import tiny_map_env
 
 from agents.critic_search import CriticSearch, candidate_values, glimpse_candidates, grid_step
 
@@ -92,13 +93,6 @@ def test_bad_settings_are_refused_with_the_field_named(field: str, value: Any) -
         CriticSearch(**{field: value})
 
 
-def _tiny_map_env(folder: Path, checkpoint: Path) -> Any:
-    from agents.sb3_adapter import make_sb3_vec_env
-
-    return make_sb3_vec_env("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(folder), checkpoint=checkpoint,
-                            num_glimpses=2, observation="map", map_size=16)  # fmt: skip
-
-
 def test_sac_with_critic_search_trains_the_critic_only_and_acts_from_it(
     tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -108,7 +102,7 @@ def test_sac_with_critic_search_trains_the_critic_only_and_acts_from_it(
     from agents.sac import GlimpseSAC, make_sac
     from agents.sb3_files import load_sb3
 
-    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
     search = CriticSearch(positions=3, scales=2, target_positions=2, target_scales=1)
     model = make_sac(env, seed=0, device="cpu", learning_starts=8, buffer_size=32, batch_size=4, critic_search=search)
     assert model.policy.critic_search == search
@@ -144,7 +138,7 @@ def test_sac_with_critic_search_trains_the_critic_only_and_acts_from_it(
 def test_critic_search_needs_the_map_critic(tiny_folder: Path, tiny_checkpoint: Path) -> None:
     from agents.sac import make_sac
 
-    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
     with pytest.raises(ValueError, match="critic_search needs the map critic"):
         make_sac(env, seed=0, device="cpu", spatial_critic=False, critic_search=CriticSearch())
     env.close()
@@ -157,7 +151,7 @@ def test_critic_target_is_reward_plus_discounted_next_value_of_the_target_critic
 
     from agents.sac import make_sac
 
-    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
     search = CriticSearch(target_positions=3, target_scales=2)
     model = make_sac(env, seed=0, device="cpu", learning_starts=4, buffer_size=32, critic_search=search)
     with torch.no_grad():  # a target critic that differs from the online one: the target must read the former
@@ -184,7 +178,7 @@ def test_stochastic_search_acting_repeats_with_the_seed(tiny_folder: Path, tiny_
     from agents.sac import make_sac
 
     def collected_actions() -> np.ndarray:
-        env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+        env = tiny_map_env(tiny_folder, tiny_checkpoint)
         model = make_sac(env, seed=3, device="cpu", learning_starts=0, buffer_size=32, batch_size=4,
                          critic_search=CriticSearch(positions=5, scales=3))  # fmt: skip
         model.learn(12)

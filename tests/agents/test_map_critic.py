@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
+from map_env import tiny_map_env
 
 from adaglimpse_env.glimpse import action_to_unit, compute_glimpse_boxes
 from agents.map_critic import GlimpseGeometry, GlimpseMapCritic, MapSACPolicy, sample_under_glimpses
@@ -86,14 +86,6 @@ def test_critic_gives_the_actor_a_gradient_in_position_and_scale() -> None:
     torch.testing.assert_close(critic.q1_forward(observation, actions.detach()), q_first.detach())
 
 
-def _tiny_map_env(folder: Path, checkpoint: Path) -> Any:
-    """Two envs with 16 x 16 maps over the tiny folder and model."""
-    from agents.sb3_adapter import make_sb3_vec_env
-
-    return make_sb3_vec_env("AdaGlimpse-ImageFolder-v0", num_envs=2, data_root=str(folder), checkpoint=checkpoint,
-                            num_glimpses=2, observation="map", map_size=16)  # fmt: skip
-
-
 def test_map_sac_uses_the_spatial_critic_and_resumes_from_its_zip(
     tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -102,7 +94,7 @@ def test_map_sac_uses_the_spatial_critic_and_resumes_from_its_zip(
     from agents.sac import GlimpseSAC, make_sac
     from agents.sb3_files import load_sb3
 
-    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
     model = make_sac(env, seed=0, device="cpu", learning_starts=4, buffer_size=32, batch_size=4)
     assert isinstance(model.critic, GlimpseMapCritic)
     assert model.critic.glimpse_geometry.image_size == tuple(env.env.image_size)
@@ -125,7 +117,7 @@ def test_spatial_critic_can_be_turned_off(tiny_folder: Path, tiny_checkpoint: Pa
 
     from agents.sac import make_sac
 
-    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
     model = make_sac(env, seed=0, device="cpu", learning_starts=4, buffer_size=32, spatial_critic=False)
     assert type(model.critic) is ContinuousCritic
     env.close()
@@ -168,7 +160,7 @@ def test_map_sac_logs_and_applies_the_where_loss(tiny_folder: Path, tiny_checkpo
 
     from agents.sac import make_sac
 
-    env = _tiny_map_env(tiny_folder, tiny_checkpoint)
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
     model = make_sac(env, seed=0, device="cpu", learning_starts=16, buffer_size=32, batch_size=4)
     model.learn(16)
     model.set_logger(configure(None, []))
