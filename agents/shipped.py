@@ -3,9 +3,10 @@ tensor state dict, read with ``torch.load(weights_only=True)``) beside a small J
 it. That network is SAC's actor, or the map critic for an agent that acts by searching it
 (:mod:`agents.critic_search`; the settings then hold the search and the glimpse geometry).
 
-``sb3:sac:embedded`` in ``scripts/evaluate.py`` and ``scripts/visualize_episode.py`` loads the SAC agent trained on
-``AdaGlimpse-ClutteredDigits-v0`` (its command, wall time and results are in its JSON and docs/results.md), so a new
-user sees a trained policy in seconds. :func:`export_agent` writes the same pair for any SAC run.
+``sb3:sac:embedded`` in ``scripts/evaluate.py`` and ``scripts/visualize_episode.py`` loads the SAC agent trained by the
+default ``train_sac.py`` run on ``AdaGlimpse-ClutteredDigits-Fast-v0`` (it acts on ``AdaGlimpse-ClutteredDigits-v0``
+too; its command, wall time and results are in its JSON and docs/results.md), so a new user sees a trained policy in
+seconds. :func:`export_agent` writes the same pair for any SAC run.
 """
 
 from __future__ import annotations
