@@ -219,6 +219,7 @@ def draw_curves(
     title: str = "",
     marker: int | None = None,
     x_label: str = "glimpses",
+    x_ends: tuple[str, str] | None = None,
 ) -> np.ndarray:
     """Line plot of one or more curves over glimpse count (x = 0, 1, ...), with a legend when several.
 
@@ -228,6 +229,8 @@ def draw_curves(
         title: text above the plot.
         marker: draw a dot at this x on every curve (the current step of an animation).
         x_label: name of the x axis.
+        x_ends: the labels of the x axis's two ends (default: the first and last index), for curves whose
+            points are evenly spaced in something else (env steps of a learning curve).
 
     Returns:
         ``(H, W, 3)`` uint8.
@@ -252,11 +255,12 @@ def draw_curves(
     small = font(10)
     draw.text((2, top - 4), f"{high:.3g}", fill=(90, 90, 90), font=small)
     draw.text((2, height - bottom - 8), f"{low:.3g}", fill=(90, 90, 90), font=small)
-    draw.text((left, height - bottom + 3), "0", fill=(90, 90, 90), font=small)
+    first, last = x_ends if x_ends is not None else ("0", str(steps - 1))
+    draw.text((left, height - bottom + 3), first, fill=(90, 90, 90), font=small)
     draw.text(
         ((left + width - right) // 2 - 3 * len(x_label), height - bottom + 3), x_label, fill=(90, 90, 90), font=small
     )
-    draw.text((width - right - 12, height - bottom + 3), str(steps - 1), fill=(90, 90, 90), font=small)
+    draw.text((width - right - max(12, 6 * len(last)), height - bottom + 3), last, fill=(90, 90, 90), font=small)
     draw.text((left, 3), title, fill=(0, 0, 0), font=font(12))
     for index, (name, values) in enumerate(curves.items()):
         colour = POLICY_COLOURS[index % len(POLICY_COLOURS)]

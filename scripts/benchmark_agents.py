@@ -40,6 +40,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import BASELINES, make_baseline
+from agents.callbacks import EvaluationCallback
 from agents.config import parse_key_values
 from agents.critic_search import CriticSearch
 from agents.evaluation import run_policy
@@ -119,16 +120,27 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     eval_env = gym.make_vec(job["env_id"], num_envs=job["eval_envs"], split="val", **kwargs)
     assert isinstance(eval_env, GlimpseVectorEnv)
     train_seconds, steps_per_second = 0.0, float("nan")
+    curve: list[dict[str, Any]] = []
     if job["name"] in BASELINES:
         policy: Any = make_baseline(job["name"], eval_env, seed=job["seed"])
     else:
         train_env = make_sb3_vec_env(job["env_id"], num_envs=job["num_envs"], split="train", **kwargs)
         policy = ALGORITHMS[job["name"]](train_env, job["seed"], job["device"])
+        callback = None
+        if job["curve_every"]:
+            # Learning curve on its own held-out env (the first curve_episodes val scenes, the same every time);
+            # its wall clock includes the curve's evaluations, train_seconds below does too.
+            curve_env = gym.make_vec(job["env_id"], num_envs=job["eval_envs"], split="val", **kwargs)
+            assert isinstance(curve_env, GlimpseVectorEnv)
+            callback = EvaluationCallback(curve_env, job["curve_every"], job["curve_episodes"], seed=10_000)
         start = time.perf_counter()
-        policy.learn(job["timesteps"])
+        policy.learn(job["timesteps"], callback=callback)
         train_seconds = time.perf_counter() - start
         steps_per_second = policy.num_timesteps / train_seconds
         train_env.close()
+        if callback is not None:
+            curve = [curve_point(entry) for entry in callback.history]
+            callback.env.close()
     result = run_policy(eval_env, policy, job["eval_episodes"], seed=10_000)
     eval_env.close()
     early: dict[str, Any] = {}
@@ -150,7 +162,18 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "final_score": result["final_score"],
         "train_seconds": train_seconds,
         "env_steps_per_second": steps_per_second,
+        **({"curve": curve} if curve else {}),
         **early,
+    }
+
+
+def curve_point(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """One point of a learning curve from an :class:`~agents.callbacks.EvaluationCallback` history entry."""
+    return {
+        "timesteps": int(evaluation["timesteps"]),
+        "wall_s": evaluation["wall_s"],
+        "final_metric": float(evaluation["metric_by_glimpse"][-1]),
+        "metric_by_glimpse": [float(value) for value in evaluation["metric_by_glimpse"]],
     }
 
 
@@ -212,6 +235,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also evaluate with episodes that end once the score reaches SCORE (e.g. 0.9 true-class probability)",
     )  # fmt: skip
     parser.add_argument(
+        "--curve-every", type=int, default=0, metavar="STEPS",
+        help="also evaluate every STEPS env steps while training (a learning curve per run; 0: only at the end); "
+        "scripts/plot_learning_curves.py draws them",
+    )  # fmt: skip
+    parser.add_argument("--curve-episodes", type=int, default=48, help="held-out episodes per learning-curve point")
+    parser.add_argument(
         "--device", default="cpu", help="cpu, cuda (runs spread round-robin over all visible GPUs) or cuda:N"
     )
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (processes; e.g. one per GPU)")
@@ -237,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             "eval_envs": args.eval_envs,
             "eval_episodes": args.eval_episodes,
             "early_stop": args.early_stop,
+            "curve_every": args.curve_every,
+            "curve_episodes": args.curve_episodes,
             "device": next(devices),
             "threads": threads,
         }

@@ -21,6 +21,7 @@ sys.path.insert(0, str(SCRIPTS))
 
 import benchmark_agents  # noqa: E402
 import evaluate  # noqa: E402
+import plot_learning_curves  # noqa: E402
 import train_sac  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402
 
@@ -158,6 +159,41 @@ def test_benchmark_agents_table(env_args: list[str], tmp_path: Path, capsys) -> 
         assert f"| {name} | 1 |" in out
     results = json.loads((tmp_path / "r.json").read_text())["results"]
     assert {r["name"] for r in results} == {"sac", "ppo", "random"}
+
+
+def test_benchmark_agents_learning_curves_and_their_plot(env_args: list[str], tmp_path: Path, capsys) -> None:
+    args = [*env_args, "--algorithms", "ppo", "--baselines", "random", "--seeds", "0", "1", "--timesteps", "16",
+            "--num-envs", "2", "--eval-episodes", "2", "--eval-envs", "2", "--curve-every", "4",
+            "--curve-episodes", "2", "--output", str(tmp_path / "r.json")]  # fmt: skip
+    assert benchmark_agents.main(args) == 0
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    for run in (r for r in results if r["name"] == "ppo"):
+        # PPO collects 2 envs x 64 steps per rollout: every rollout passes a multiple of 4, one point each.
+        steps = [point["timesteps"] for point in run["curve"]]
+        assert steps == sorted(steps) and steps[0] >= 4 and len(steps) >= 1
+        assert all(point["wall_s"] >= 0.0 for point in run["curve"])
+        assert all(len(point["metric_by_glimpse"]) == 3 for point in run["curve"])
+    assert all("curve" not in r for r in results if r["name"] == "random")
+    capsys.readouterr()
+
+    picture = tmp_path / "curves.png"
+    assert plot_learning_curves.main([str(tmp_path / "r.json"), "--output", str(picture)]) == 0
+    out = capsys.readouterr().out
+    assert "| env steps | ppo (2 seeds) | random (baseline) (2 seeds) |" in out
+    ppo = [r for r in results if r["name"] == "ppo"]
+    first = np.mean([r["curve"][0]["final_metric"] for r in ppo])
+    random_value = np.mean([r["final_metric"] for r in results if r["name"] == "random"])
+    assert f"| {ppo[0]['curve'][0]['timesteps']} | {first:.3f} | {random_value:.3f} |" in out
+    assert Image.open(picture).size == (480, 300)
+
+
+def test_plot_learning_curves_refuses_runs_without_curves(env_args: list[str], tmp_path: Path) -> None:
+    (tmp_path / "r.json").write_text(json.dumps({"results": [{"name": "random", "seed": 0, "final_metric": 1.0}]}))
+    with pytest.raises(SystemExit, match="--curve-every"):
+        plot_learning_curves.main([str(tmp_path / "r.json")])
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(SystemExit, match="not a results file"):
+        plot_learning_curves.main([str(tmp_path / "bad.json")])
 
 
 def test_benchmark_agents_critic_search_with_early_stop(env_args: list[str], tmp_path: Path, capsys) -> None:

@@ -1,0 +1,111 @@
+"""Learning curves of a ``scripts/benchmark_agents.py --curve-every N`` run: a picture and a Markdown table.
+
+Each algorithm's curve is the held-out metric after the last glimpse at every evaluation point, the mean over its
+seeds; baselines in the same results file are drawn as flat lines at their value (what an agent has to beat).
+
+Usage::
+
+    python scripts/plot_learning_curves.py runs/benchmark_agents/results.json --output docs/images/curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from adaglimpse_env.rendering import draw_curves
+
+
+def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
+    """The runs of one or more benchmark results files, in file order.
+
+    Raises:
+        SystemExit: a file that is missing or is not a benchmark_agents results file.
+    """
+    runs: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            record = json.loads(path.read_text())
+            runs.extend(record["results"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise SystemExit(f"{path} is not a results file of scripts/benchmark_agents.py: {error}") from error
+    return runs
+
+
+def mean_curves(runs: list[dict[str, Any]]) -> tuple[list[int], dict[str, list[float]], dict[str, int]]:
+    """Per algorithm, the mean over seeds of the final metric at every evaluation point.
+
+    Returns:
+        ``(timesteps, curves, seeds)``: the evaluation points shared by every curve, name -> values at them
+        (baselines flat at their value), and name -> number of seeds averaged.
+
+    Raises:
+        SystemExit: no run has a curve, or the runs' curves were evaluated at different env steps.
+    """
+    by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_name[run["name"]].append(run)
+    learned = {name: rows for name, rows in by_name.items() if all("curve" in row for row in rows)}
+    if not learned:
+        raise SystemExit("no run has a learning curve: run benchmark_agents.py with --curve-every STEPS")
+    timesteps = [point["timesteps"] for point in next(iter(learned.values()))[0]["curve"]]
+    curves: dict[str, list[float]] = {}
+    for name, rows in learned.items():
+        for row in rows:
+            steps = [point["timesteps"] for point in row["curve"]]
+            if steps != timesteps:
+                raise SystemExit(
+                    f"{name} seed {row['seed']} was evaluated at env steps {steps}, others at {timesteps}: plot "
+                    "runs made with the same --timesteps, --num-envs and --curve-every together"
+                )
+        curves[name] = np.mean([[point["final_metric"] for point in row["curve"]] for row in rows], axis=0).tolist()
+    for name, rows in by_name.items():
+        if name not in learned:
+            curves[f"{name} (baseline)"] = [float(np.mean([row["final_metric"] for row in rows]))] * len(timesteps)
+    return timesteps, curves, {name: len(rows) for name, rows in by_name.items()}
+
+
+def markdown_table(timesteps: list[int], curves: dict[str, list[float]], seeds: dict[str, int], metric: str) -> str:
+    """The curves as a Markdown table: one row per evaluation point, one column per algorithm."""
+    names = list(curves)
+    header = " | ".join(f"{name} ({seeds.get(name.removesuffix(' (baseline)'), 0)} seeds)" for name in names)
+    lines = [f"| env steps | {header} |", "|---:|" + "---:|" * len(names)]
+    for index, steps in enumerate(timesteps):
+        lines.append(f"| {steps} | " + " | ".join(f"{curves[name][index]:.3f}" for name in names) + " |")
+    return f"{metric} after the last glimpse, mean over seeds:\n\n" + "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, nargs="+", help="results JSON files of benchmark_agents.py")
+    parser.add_argument("--output", type=Path, default=Path("runs/benchmark_agents/learning_curves.png"))
+    parser.add_argument("--size", type=int, nargs=2, default=(300, 480), metavar=("HEIGHT", "WIDTH"))
+    parser.add_argument("--title", default=None, help="text above the plot (default: the metric)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runs = load_runs(args.results)
+    timesteps, curves, seeds = mean_curves(runs)
+    metric = str(runs[0].get("metric", "metric"))
+    title = args.title or f"held-out {metric} after the last glimpse (mean over seeds)"
+    picture = draw_curves(
+        curves, tuple(args.size), title, x_label="env steps", x_ends=(str(timesteps[0]), str(timesteps[-1]))
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(args.output)
+    print(markdown_table(timesteps, curves, seeds, metric))
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
