@@ -9,7 +9,7 @@ glimpse is a function of what the map shows under it, the same everywhere on the
 action maps (Wu et al., *Spatial Action Maps for Mobile Manipulation*, 2020) and RoI pooling (Girshick,
 *Fast R-CNN*, 2015). The sampling is bilinear, so ``d Q / d action`` exists for the actor's loss::
 
-    map -> trunk conv features F (B, C, M/4, M/4) -> global vector g (B, D)       (GlimpseMapExtractor)
+    map -> trunk conv features F (B, C, M/s, M/s) -> global vector g (B, D)       (GlimpseMapExtractor)
     action -> glimpse box -> F sampled at 4 x 4 points (B, 16 C)
     Q = MLP(g ++ sampled ++ action)
 """
@@ -123,7 +123,7 @@ class GlimpseMapCritic(ContinuousCritic):
             self.q_networks.append(q_net)
 
     def state_features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(global (B, D), feature map (B, C, M/4, M/4))`` of the observation: everything that is not the action."""
+        """``(global (B, D), feature map (B, C, M/s, M/s))`` of the observation: everything that is not the action."""
         preprocessed = obs.float()
         feature_map = self.features_extractor.feature_map(preprocessed)
         return self.features_extractor.summarize(feature_map), feature_map
@@ -136,7 +136,8 @@ class GlimpseMapCritic(ContinuousCritic):
         centre, half = self.glimpse_geometry.glimpse_boxes(flat)
         if actions.dim() == 3:
             centre, half = centre.reshape(*actions.shape[:2], 2), half.reshape(*actions.shape[:2], 2)
-            summary = summary[:, None].expand(-1, actions.shape[1], -1)
+            per_candidate = torch.cat((sample_under_glimpses(feature_map, centre, half), actions), dim=-1)
+            return tuple(_head_over_candidates(q_net, summary, per_candidate) for q_net in self.q_networks)
         sampled = sample_under_glimpses(feature_map, centre, half)
         q_input = torch.cat((summary, sampled, actions), dim=-1)
         return tuple(q_net(q_input) for q_net in self.q_networks)
@@ -150,6 +151,24 @@ class GlimpseMapCritic(ContinuousCritic):
         with torch.no_grad():
             state = self.state_features(obs)
         return self.q_values(state, actions)[0]
+
+
+def _head_over_candidates(q_net: nn.Sequential, summary: torch.Tensor, per_candidate: torch.Tensor) -> torch.Tensor:
+    """``(B, K, 1)``: a Q head over ``K`` candidates of each state, its first layer's share of the state's summary
+    computed once per state instead of once per candidate (the same function as ``q_net(summary ++ candidate)``,
+    a third fewer multiply-adds when the critic search scores hundreds of candidates per state).
+
+    Args:
+        q_net: ``Linear -> ... -> (B, K, 1)`` over ``summary ++ per_candidate``.
+        summary: ``(B, D)``.
+        per_candidate: ``(B, K, E)``: sampled features and action of each candidate.
+    """
+    first = q_net[0]
+    assert isinstance(first, nn.Linear)
+    width = summary.shape[-1]
+    shared = F.linear(summary, first.weight[:, :width], first.bias)  # (B, H)
+    hidden = F.linear(per_candidate, first.weight[:, width:]) + shared[:, None]  # (B, K, H)
+    return q_net[1:](hidden)
 
 
 class MapSACPolicy(CnnPolicy):
@@ -178,9 +197,10 @@ class MapSACPolicy(CnnPolicy):
         if critic_search is not None and glimpse_geometry is None:
             raise ValueError("critic_search needs the map critic: pass glimpse_geometry too (make_sac does)")
         self.glimpse_geometry = glimpse_geometry  # read by make_critic, which SB3's __init__ calls
-        self.critic_search_settings = critic_search
         #: How the policy acts from the critic (:mod:`agents.critic_search`), or None: the actor acts.
-        self.critic_search = None if critic_search is None else CriticSearch(**critic_search)
+        self.critic_search = None if critic_search is None else CriticSearch.from_settings(critic_search)
+        #: Its settings with every field written out (saved with the agent, so that later defaults never apply).
+        self.critic_search_settings = None if self.critic_search is None else self.critic_search.to_dict()
         super().__init__(*args, **kwargs)
 
     def _predict(self, observation: Any, deterministic: bool = False) -> torch.Tensor:
@@ -248,7 +268,7 @@ def where_map_loss(
     sampled actions, as in MPO (Abdolmaleki et al., 2018) and AWAC, on the position only.
 
     Args:
-        where_logits: ``(B, (M/4)^2)`` the actor's heat-map logits for the batch
+        where_logits: ``(B, (M/s)^2)`` the actor's heat-map logits for the batch
             (:attr:`GlimpseMapExtractor.last_where_logits` of the forward that sampled ``actions``).
         where: ``(B, 2)`` their soft-argmax (:attr:`GlimpseMapExtractor.last_where`).
         critic: the online critic.

@@ -1,13 +1,20 @@
 """A small convolutional trunk for the ``map`` observation (:mod:`adaglimpse_env.envs.glimpse_map`).
 
-The policy's output is a place in the image, so the trunk keeps *where* explicit: three convolutions, then a
+The policy's output is a place in the image, so the trunk keeps *where* explicit: a few convolutions, then a
 spatial soft-argmax per channel (the expected ``(x, y)`` of each feature map, as in Levine et al., *End-to-End
 Training of Deep Visuomotor Policies*, 2016), beside each channel's global max (whether it fired at all)::
 
-    map (B, 5, M, M) -> conv 4x4/2 -> GELU -> conv 3x3/2 -> GELU -> conv 3x3/1 -> (B, C, M/4, M/4)
+    feature_stride 4: map (B, 5, M, M) -> conv 4x4/2 -> GELU -> conv 3x3/2 -> GELU -> conv 3x3/1
+                      -> (B, C, M/4, M/4)                                   (about 5 M multiply-adds, M = 64)
+    feature_stride 2: map -> conv 3x3/1 -> GELU -> conv 4x4/2 -> GELU -> conv 3x3/1 -> GELU -> conv 3x3/1
+                      dilated 2 -> (B, C, M/2, M/2)                        (about 30 M multiply-adds, M = 64)
         -> soft-argmax (B, 2C) ++ global max (B, C) -> Linear -> LayerNorm -> GELU -> (B, features_dim)
 
-About 5 M multiply-adds per 64 x 64 map: light enough for many SAC updates per minute on a laptop CPU.
+Stride 2 keeps a feature every 7 px of a 224 px image instead of every 14 px, for the map critic
+(:mod:`agents.map_critic`), which samples the features under each glimpse's cells: trained offline on the same
+glimpse values it ranks candidate glimpses better after fewer updates, but SAC with critic search did not learn
+more in the README run's budget and its updates cost 3x (docs/results.md), so stride 4 is the default. Both keep a
+receptive field of about 60 px of a 224 px image.
 """
 
 from __future__ import annotations
@@ -69,27 +76,27 @@ class GlimpseMapExtractor(BaseFeaturesExtractor):
         observation_space: ``Box`` of shape ``(C, M, M)`` with ``M >= 16``.
         features_dim: output width.
         channels: channels of the convolutions (and soft-argmax points).
+        feature_stride: map pixels per feature-map pixel, 4 (the default) or 2 (see the module).
 
     Raises:
-        ValueError: an observation space that is not a ``(C, M, M)`` Box.
+        ValueError: an observation space that is not a ``(C, M, M)`` Box, or another ``feature_stride``.
     """
 
-    def __init__(self, observation_space: spaces.Space, features_dim: int = 256, channels: int = 32) -> None:
+    def __init__(
+        self, observation_space: spaces.Space, features_dim: int = 256, channels: int = 32, feature_stride: int = 4
+    ) -> None:
         shape = getattr(observation_space, "shape", None)
         if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3 or min(shape[1:]) < 16:
             raise ValueError(
                 "GlimpseMapExtractor requires the 'map' observation, a Box of shape (C, M, M) with M >= 16, got "
                 f"{observation_space}"
             )
+        if feature_stride not in (2, 4):
+            raise ValueError(f"GlimpseMapExtractor feature_stride must be 2 or 4, got {feature_stride!r}")
         super().__init__(observation_space, features_dim)
         self.channels = channels
-        self.convolutions = nn.Sequential(
-            nn.Conv2d(shape[0], channels // 2, kernel_size=4, stride=2, padding=1),
-            nn.GELU(),
-            nn.Conv2d(channels // 2, channels, kernel_size=3, stride=2, padding=1),
-            nn.GELU(),
-            nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1),
-        )
+        self.feature_stride = feature_stride
+        self.convolutions = _convolutions(shape[0], channels, feature_stride)
         self.soft_argmax = SpatialSoftArgmax()
         self.head = nn.Sequential(nn.Linear(3 * channels, features_dim), nn.LayerNorm(features_dim), nn.GELU())
         # One more heat map whose soft-argmax is "where to look next" (read by SpatialActor; unused otherwise).
@@ -97,26 +104,50 @@ class GlimpseMapExtractor(BaseFeaturesExtractor):
         self.where_argmax = SpatialSoftArgmax(readout_sharpness=WHERE_READOUT_SHARPNESS)
         #: ``(B, 2)`` ``(x, y)`` in ``[-1, 1]`` of the where-map's soft-argmax for the last forward's batch.
         self.last_where: torch.Tensor | None = None
-        #: ``(B, (M/4)^2)`` logits of the softmax behind :attr:`last_where`, row-major cells (with gradients).
+        #: ``(B, (M/s)^2)`` logits (``s`` the feature stride) of the softmax behind :attr:`last_where`, row-major
+        #: cells (with gradients).
         self.last_where_logits: torch.Tensor | None = None
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """``(B, C, M, M) -> (B, features_dim)``; also sets :attr:`last_where`."""
         features = self.feature_map(observations)
-        where_map = self.where(torch.nn.functional.gelu(features))  # (B, 1, M/4, M/4)
+        where_map = self.where(torch.nn.functional.gelu(features))  # (B, 1, M/s, M/s)
         self.last_where = self.where_argmax(where_map)
         self.last_where_logits = self.where_argmax.logits(where_map)[:, 0]
         return self.summarize(features)
 
     def feature_map(self, observations: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, M, M) -> (B, channels, M/4, M/4)``: the convolutions' output, before any pooling."""
+        """``(B, C_in, M, M) -> (B, channels, M/s, M/s)`` (``s`` the feature stride): the convolutions' output,
+        before any pooling."""
         return self.convolutions(observations)
 
     def summarize(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """``(B, channels, M/4, M/4) -> (B, features_dim)``: soft-argmax points and global max, then the head."""
+        """``(B, channels, M/s, M/s) -> (B, features_dim)``: soft-argmax points and global max, then the head."""
         points = self.soft_argmax(feature_map)
         fired = feature_map.flatten(2).amax(dim=-1)
         return self.head(torch.cat((points, fired), dim=1))
+
+
+def _convolutions(in_channels: int, channels: int, feature_stride: int) -> nn.Sequential:
+    """The trunk's convolutions for a feature stride of 4 or 2 (the module's diagram)."""
+    if feature_stride == 4:
+        return nn.Sequential(
+            nn.Conv2d(in_channels, channels // 2, kernel_size=4, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels // 2, channels, kernel_size=3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1),
+        )
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels // 2, kernel_size=3, stride=1, padding=1),
+        nn.GELU(),
+        nn.Conv2d(channels // 2, channels, kernel_size=4, stride=2, padding=1),
+        nn.GELU(),
+        nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1),
+        nn.GELU(),
+        # Dilated: the receptive field of the stride-4 trunk (about 60 px of 224) at the same cost as a 3x3.
+        nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=2, dilation=2),
+    )
 
 
 class SpatialActor(Actor):
@@ -137,15 +168,20 @@ class SpatialActor(Actor):
         return torch.cat((mean[:, :2] + offset, mean[:, 2:]), dim=1), log_std, extra
 
 
-def map_policy_kwargs(features_dim: int = 256, channels: int = 32) -> dict[str, Any]:
+def map_policy_kwargs(features_dim: int = 256, channels: int = 32, feature_stride: int = 4) -> dict[str, Any]:
     """SB3 ``policy_kwargs`` for an off-policy or on-policy agent on the ``map`` preset (``"CnnPolicy"``).
 
     Actor and critics get separate trunks (as the paper's agent); the map is already scaled, so SB3 must not
-    divide it by 255.
+    divide it by 255. The feature stride is written out so that SB3's saved ``policy_kwargs`` say which trunk
+    a checkpoint holds.
     """
     return {
         "features_extractor_class": GlimpseMapExtractor,
-        "features_extractor_kwargs": {"features_dim": features_dim, "channels": channels},
+        "features_extractor_kwargs": {
+            "features_dim": features_dim,
+            "channels": channels,
+            "feature_stride": feature_stride,
+        },
         "normalize_images": False,
         "net_arch": [features_dim, features_dim],
         "activation_fn": nn.GELU,

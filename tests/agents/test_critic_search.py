@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,14 @@ import pytest
 import torch
 from map_env import tiny_map_env
 
-from agents.critic_search import CriticSearch, candidate_values, glimpse_candidates, grid_step
+from agents.critic_search import CriticSearch, candidate_values, glimpse_candidates, grid_step, grid_widths
+from agents.map_critic import GlimpseGeometry
 
 
 class _PeakCritic:
     """Q = minus the distance of ``(x, y, scale)`` to one point (two heads, the second 0.01 higher)."""
+
+    glimpse_geometry = GlimpseGeometry(image_size=(224, 224), min_crop=32.0, max_crop=224.0)
 
     def __init__(self, peak: tuple[float, float, float]) -> None:
         self.peak = torch.tensor(peak)
@@ -59,7 +63,7 @@ def test_probabilities_are_a_distribution_with_an_exploration_floor() -> None:
 def test_deterministic_action_is_the_best_candidate_and_sampled_ones_stay_near_it() -> None:
     torch.manual_seed(0)
     critic: Any = _PeakCritic((0.5, -0.5, -1.0))
-    search = CriticSearch(positions=5, scales=3, sharpness=8.0, explore=0.0)
+    search = CriticSearch(positions=5, scales=3, sharpness=8.0, explore=0.0, scale_spacing="linear", refine=0)
     observations = torch.zeros(64, 5, 16, 16)
     best = search.act(critic, observations, deterministic=True)
     torch.testing.assert_close(best, torch.tensor([[0.5, -0.5, -1.0]]).repeat(64, 1))
@@ -71,12 +75,45 @@ def test_deterministic_action_is_the_best_candidate_and_sampled_ones_stay_near_i
     assert len({tuple(row) for row in sampled.tolist()}) == 64  # continuous actions, not grid points
 
 
-def test_next_state_value_is_the_expected_value_under_the_policy() -> None:
+def test_geometric_scales_are_zoom_levels_and_cells_fit_their_gaps() -> None:
     critic: Any = _PeakCritic((0.0, 0.0, 0.0))
+    scales = CriticSearch().scale_values(critic, 5)
+    sides = 32.0 + (scales.double() + 1.0) / 2.0 * (224.0 - 32.0)
+    torch.testing.assert_close(sides, torch.tensor(np.geomspace(32.0, 224.0, 5)), rtol=1e-5, atol=1e-4)
+    assert scales[0].item() == -1.0 and scales[-1].item() == 1.0
+    assert bool((scales.diff() > 0).all())
+    linear = CriticSearch(scale_spacing="linear").scale_values(critic, 5)
+    torch.testing.assert_close(linear, torch.linspace(-1.0, 1.0, 5))
+    # Cell widths: the position step everywhere; on the scale axis the gap at the ends, the mean gap inside.
+    candidates = glimpse_candidates(3, 5, scales, scales)
+    widths = grid_widths(candidates, 3, scales)
+    assert bool((widths[:, :2] == grid_step(3)).all())
+    gaps = scales.diff()
+    smallest, middle = candidates[:, 2] == scales[0], candidates[:, 2] == scales[2]
+    torch.testing.assert_close(widths[smallest, 2], gaps[0].expand(int(smallest.sum())))
+    torch.testing.assert_close(widths[middle, 2], ((gaps[1] + gaps[2]) / 2).expand(int(middle.sum())))
+
+
+def test_deterministic_refinement_lands_between_grid_points() -> None:
+    peak = (0.6, -0.4, -0.95)
+    critic: Any = _PeakCritic(peak)
+    observations = torch.zeros(4, 5, 16, 16)
+    coarse = CriticSearch(positions=5, scales=3, refine=0).act(critic, observations, deterministic=True)
+    refined = CriticSearch(positions=5, scales=3, refine=5).act(critic, observations, deterministic=True)
+    target = torch.tensor(peak)
+    assert bool(((refined - target).norm(dim=1) < (coarse - target).norm(dim=1) - 0.05).all())
+    # Within the local grid's resolution (an eighth of the coarse step in position).
+    assert bool(((refined[:, :2] - target[:2]).abs() <= 0.0625 + 1e-6).all())
+    assert bool((refined.abs() <= 1.0).all())
+
+
+def test_next_state_value_is_the_expected_value_under_the_policy() -> None:
     search = CriticSearch(target_positions=3, target_scales=3, sharpness=2.0, explore=0.1)
+    middle = search.scale_values(_PeakCritic((0.0, 0.0, 0.0)), 3)[1].item()  # 85 px: the geometric mean side
+    critic: Any = _PeakCritic((0.0, 0.0, middle))
     observations = torch.zeros(2, 5, 16, 16)
     value = search.next_state_value(critic, observations)
-    candidates = glimpse_candidates(3, 3, observations)
+    candidates = glimpse_candidates(3, 3, observations, search.scale_values(critic, 3))
     values = candidate_values(critic, critic.state_features(observations), candidates)
     assert value.shape == (2, 1)
     torch.testing.assert_close(value[:, 0], (search.probabilities(values) * values).sum(dim=1))
@@ -86,7 +123,15 @@ def test_next_state_value_is_the_expected_value_under_the_policy() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("positions", 0), ("scales", 1.5), ("sharpness", -1.0), ("explore", 1.5), ("target_positions", -2)],
+    [
+        ("positions", 0),
+        ("scales", 1.5),
+        ("sharpness", -1.0),
+        ("explore", 1.5),
+        ("target_positions", -2),
+        ("refine", -1),
+        ("scale_spacing", "log"),
+    ],
 )
 def test_bad_settings_are_refused_with_the_field_named(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=f"CriticSearch.{field}"):
@@ -117,15 +162,23 @@ def test_sac_with_critic_search_trains_the_critic_only_and_acts_from_it(
     assert np.isfinite(model.logger.name_to_value["train/critic_loss"])
     assert "train/actor_loss" not in model.logger.name_to_value
 
-    # Deterministic actions are the critic's best grid point.
+    # Deterministic actions are the critic's best grid point, refined locally: never worth less than it.
     observation = env.reset()
     action, _ = model.predict(observation, deterministic=True)
     assert isinstance(model.critic, GlimpseMapCritic)
     with torch.no_grad():
         expected = search.act(model.critic, torch.as_tensor(observation), deterministic=True).numpy()
     np.testing.assert_allclose(action, expected)
-    grid = glimpse_candidates(3, 2, torch.zeros(1)).numpy()
-    assert all(any(np.allclose(row, point) for point in grid) for row in action)
+    with torch.no_grad():
+        observations = torch.as_tensor(observation)
+        coarse = replace(search, refine=0).act(model.critic, observations, deterministic=True)
+        state = model.critic.state_features(observations)
+        chosen_value = torch.min(*model.critic.q_values(state, torch.as_tensor(action).float()))
+        coarse_value = torch.min(*model.critic.q_values(state, coarse))
+    grid = glimpse_candidates(3, 2, torch.zeros(1), search.scale_values(model.critic, 2)).numpy()
+    assert all(any(np.allclose(row, point) for point in grid) for row in coarse.numpy())
+    assert bool((chosen_value >= coarse_value - 1e-6).all())
+    assert np.abs(action - coarse.numpy())[:, :2].max() <= grid_step(3) / 2 + 1e-6
 
     # The setting travels with the zip (as readable JSON: no trust needed) and the loaded agent acts the same.
     model.save(tmp_path / "search.zip")
@@ -189,3 +242,11 @@ def test_stochastic_search_acting_repeats_with_the_seed(tiny_folder: Path, tiny_
     first, second = collected_actions(), collected_actions()
     assert first.shape[0] == 6 and bool((np.abs(first) <= 1).all())
     np.testing.assert_array_equal(first, second)
+
+
+def test_settings_saved_before_a_field_existed_keep_the_behaviour_they_were_trained_with() -> None:
+    legacy = CriticSearch.from_settings({"positions": 13, "scales": 5, "sharpness": 6.0})
+    assert (legacy.scale_spacing, legacy.refine) == ("linear", 0)
+    assert CriticSearch.from_settings(CriticSearch().to_dict()) == CriticSearch()  # new files: as saved
+    with pytest.raises(TypeError):
+        CriticSearch.from_settings({"positions": 13, "unknown": 1})

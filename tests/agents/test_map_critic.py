@@ -86,6 +86,22 @@ def test_critic_gives_the_actor_a_gradient_in_position_and_scale() -> None:
     torch.testing.assert_close(critic.q1_forward(observation, actions.detach()), q_first.detach())
 
 
+def test_many_candidates_per_state_score_as_one_action_at_a_time() -> None:
+    # The K-candidate path computes the summary's share of the first layer once per state: the same function.
+    torch.manual_seed(0)
+    critic = make_critic()
+    observation = torch.randn(3, 5, 64, 64)
+    candidates = torch.rand(3, 7, 3) * 2 - 1
+    with torch.no_grad():
+        state = critic.state_features(observation)
+        many = critic.q_values(state, candidates)
+        for k in range(7):
+            one = critic.q_values(state, candidates[:, k])
+            for head_many, head_one in zip(many, one, strict=True):
+                torch.testing.assert_close(head_many[:, k], head_one, atol=1e-5, rtol=1e-5)
+    assert many[0].shape == (3, 7, 1)
+
+
 def test_map_sac_uses_the_spatial_critic_and_resumes_from_its_zip(
     tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -26,6 +26,29 @@ def test_map_extractor_shapes_and_refusals() -> None:
     assert extractor(torch.zeros(3, 5, 32, 32)).shape == (3, 64)
     with pytest.raises(ValueError, match=r"Box of shape \(C, M, M\)"):
         GlimpseMapExtractor(spaces.Box(0.0, 1.0, shape=(10,)))
+    with pytest.raises(ValueError, match="feature_stride must be 2 or 4, got 3"):
+        GlimpseMapExtractor(space, feature_stride=3)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_map_extractor_feature_stride_sets_the_feature_map_size_and_keeps_the_receptive_field(stride: int) -> None:
+    space = spaces.Box(-3.0, 3.0, shape=(5, 32, 32), dtype=np.float32)
+    extractor = GlimpseMapExtractor(space, features_dim=64, channels=8, feature_stride=stride)
+    maps = torch.zeros(1, 5, 32, 32, requires_grad=True)
+    features = extractor.feature_map(maps)
+    assert features.shape == (1, 8, 32 // stride, 32 // stride)
+    assert extractor(maps.detach()).shape == (1, 64)
+    assert extractor.last_where_logits is not None and extractor.last_where_logits.shape == (1, (32 // stride) ** 2)
+    # Receptive field of the centre feature: the map pixels its gradient reaches (both trunks about 16 map px).
+    features[0, :, 16 // stride, 16 // stride].sum().backward()
+    assert maps.grad is not None
+    rows = torch.nonzero(maps.grad.abs().sum(dim=(0, 1, 3)) > 0)[:, 0]
+    assert 13 <= int(rows.max() - rows.min()) + 1 <= 18
+
+
+def test_map_agents_save_their_trunk_stride() -> None:
+    setup = policy_setup(spaces.Box(-3.0, 3.0, shape=(5, 32, 32), dtype=np.float32))
+    assert setup.policy_kwargs["features_extractor_kwargs"]["feature_stride"] == 4  # written out: SB3 saves it
 
 
 @pytest.mark.parametrize("algorithm", [TD3, PPO])
@@ -52,10 +75,12 @@ def test_spatial_actor_aims_at_its_where_point() -> None:
     action_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
     from agents.map_features import map_policy_kwargs
 
-    policy = MapSACPolicy(space, action_space, lambda _: 1e-3, **map_policy_kwargs(features_dim=32, channels=8))
+    policy = MapSACPolicy(
+        space, action_space, lambda _: 1e-3, **map_policy_kwargs(features_dim=32, channels=8, feature_stride=4)
+    )
     extractor = policy.actor.features_extractor
     assert isinstance(extractor, GlimpseMapExtractor)
-    with torch.no_grad():  # the where map fires on channel 3 of the input only, the learnt correction is zero
+    with torch.no_grad():  # the where map fires on channel 3 of the input only (stride-4 trunk), no correction
         for parameter in policy.actor.mu.parameters():
             parameter.zero_()
         for layer in extractor.convolutions:
