@@ -153,7 +153,7 @@ class GlimpseMapCritic(ContinuousCritic):
         return self.q_values(state, actions)[0]
 
 
-def _head_over_candidates(q_net: nn.Sequential, summary: torch.Tensor, per_candidate: torch.Tensor) -> torch.Tensor:
+def _head_over_candidates(q_net: nn.Module, summary: torch.Tensor, per_candidate: torch.Tensor) -> torch.Tensor:
     """``(B, K, 1)``: a Q head over ``K`` candidates of each state, its first layer's share of the state's summary
     computed once per state instead of once per candidate (the same function as ``q_net(summary ++ candidate)``,
     a third fewer multiply-adds when the critic search scores hundreds of candidates per state).
@@ -163,6 +163,7 @@ def _head_over_candidates(q_net: nn.Sequential, summary: torch.Tensor, per_candi
         summary: ``(B, D)``.
         per_candidate: ``(B, K, E)``: sampled features and action of each candidate.
     """
+    assert isinstance(q_net, nn.Sequential)
     first = q_net[0]
     assert isinstance(first, nn.Linear)
     width = summary.shape[-1]

@@ -29,7 +29,14 @@ from agents.trunks import policy_setup
 #: Shipped agents by name: ``sb3:sac:<name>``.
 SHIPPED_AGENTS = {"embedded": "sac_digits"}
 #: 2: "acts_with" says which network the weights are ("actor" or "critic_search"); 1 (actor only) still loads.
+#: Since format 2 a ``map`` agent may record its "features_extractor_kwargs" and "net_arch"; files without them
+#: hold the networks of earlier agents (the stride-4 trunk of :class:`agents.map_features.GlimpseMapExtractor`,
+#: 256-wide heads).
 FORMAT_VERSION = 2
+#: The map trunk of agents whose settings do not record one.
+_LEGACY_MAP_TRUNK = {"feature_stride": 4}
+#: Policy arguments a ``map`` agent's settings record, so that later defaults never change what it rebuilds.
+_RECORDED_MAP_ARCHITECTURE = ("features_extractor_kwargs", "net_arch")
 
 
 class ShippedAgentError(ValueError):
@@ -85,6 +92,10 @@ def export_agent(
         "acts_with": "critic_search" if search is not None else "actor",
         "parameters": int(sum(t.numel() for t in state.values())),
     }
+    if observation == "map":
+        for key in _RECORDED_MAP_ARCHITECTURE:
+            if key in model.policy_kwargs:
+                record[key] = model.policy_kwargs[key]
     if search is not None:
         record["critic_search"] = dict(search)
         record["glimpse_geometry"] = model.policy.glimpse_geometry
@@ -129,6 +140,13 @@ def load_agent(name_or_stem: str | Path, env: GlimpseVectorEnv, device: str = "c
     setup = policy_setup(space)
     policy_class = {"MultiInputPolicy": MultiInputPolicy, "MlpPolicy": MlpPolicy, "CnnPolicy": MapSACPolicy}
     kwargs = dict(setup.policy_kwargs)
+    if setup.policy == "CnnPolicy":
+        trunk = settings.get("features_extractor_kwargs", _LEGACY_MAP_TRUNK)
+        if not isinstance(trunk, dict):
+            raise ShippedAgentError(f"{settings_path}: features_extractor_kwargs must be a JSON object, got {trunk!r}")
+        kwargs["features_extractor_kwargs"] = {**kwargs["features_extractor_kwargs"], **trunk}
+        if "net_arch" in settings:
+            kwargs["net_arch"] = settings["net_arch"]
     acts_with = settings.get("acts_with", "actor")  # format 1 files hold an actor
     if acts_with == "critic_search":
         geometry = glimpse_geometry_of(env)

@@ -86,7 +86,7 @@ def _sac_search(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
     (configs/sac/digits.yaml)."""
     return make_sac(
         env, seed=seed, device=device, critic_search=CriticSearch(), lr_schedule=False, learning_starts=2_000,
-        batch_size=64, gradient_steps=2, buffer_size=30_000,
+        batch_size=64, gradient_steps=4, buffer_size=30_000,
     )  # fmt: skip
 
 

@@ -11,9 +11,15 @@ decode, actor forward, target computation, critic forward/backward/step, actor l
 update; on ``map`` the actor loss includes the where-map loss, which the paired comparison leaves out as SB3 has
 none), and env steps/s while learning (``learn`` with one update per vector step, ``--num-envs`` envs).
 
+``--critic-search`` measures instead the default agent of ``train_sac.py`` (``map``, acting by critic search,
+:mod:`agents.critic_search`) against the same agent with 256-wide Q heads (session 7's, before the heads shrank
+to :data:`agents.sac.SEARCH_CRITIC_WIDTH`): updates/s at batch ``--batch-size`` and milliseconds to act for
+``--num-envs`` envs, both timed in alternating blocks, ratios pair by pair.
+
 Usage::
 
     python scripts/benchmark_sac.py                                  # digits id, full latent flat map, CPU
+    python scripts/benchmark_sac.py --env-id AdaGlimpse-ClutteredDigits-Fast-v0 --critic-search --batch-size 64
     python scripts/benchmark_sac.py --presets latent --threads 1 2   # thread counts side by side
     python scripts/benchmark_sac.py --device cuda                    # the networks on a GPU (env on the CPU)
 """
@@ -35,7 +41,8 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
-from agents.sac import GlimpseSAC, make_sac
+from agents.critic_search import CriticSearch
+from agents.sac import SEARCH_CRITIC_WIDTH, GlimpseSAC, make_sac
 from agents.sb3_adapter import make_sb3_vec_env
 
 
@@ -89,6 +96,62 @@ def measure_preset(args: argparse.Namespace, preset: str, threads: int) -> dict[
     }
 
 
+def measure_critic_search(args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """Updates/s and acting time of the critic-search agent with Q heads of ``SEARCH_CRITIC_WIDTH`` and of 256,
+    timed in alternating blocks on the same replayed transitions and observations."""
+    torch.set_num_threads(threads)
+    env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, observation="map")
+    fill = max(args.batch_size, args.fill_steps)
+    models = {}
+    for width in (256, SEARCH_CRITIC_WIDTH):
+        model = make_sac(env, seed=0, device=args.device, learning_starts=fill, buffer_size=max(fill, 2_000),
+                         lr_schedule=False, critic_search=CriticSearch())  # fmt: skip
+        if width != SEARCH_CRITIC_WIDTH:  # the same agent with wider heads: rebuilt with that net_arch
+            kwargs = {**model.policy_kwargs, "net_arch": {"pi": [256, 256], "qf": [width, width]}}
+            model = make_sac(env, seed=0, device=args.device, learning_starts=fill, buffer_size=max(fill, 2_000),
+                             lr_schedule=False, critic_search=CriticSearch(), policy_kwargs=kwargs)  # fmt: skip
+        models[width] = model
+    models[256].learn(total_timesteps=fill)  # random steps fill one buffer; the other replays the same one
+    models[SEARCH_CRITIC_WIDTH].replay_buffer = models[256].replay_buffer
+    observations = np.asarray(env.reset())
+    rates: dict[int, list[float]] = {width: [] for width in models}
+    acting: dict[int, list[float]] = {width: [] for width in models}
+    for model in models.values():
+        model.set_logger(configure(None, []))
+        GlimpseSAC.train(model, gradient_steps=2, batch_size=args.batch_size)  # warm-up
+    for _ in range(args.repeats):
+        for width, model in models.items():
+            rates[width].append(updates_per_second(model, GlimpseSAC.train, args.updates, args.batch_size))
+            start = time.perf_counter()
+            for _ in range(args.updates):
+                model.predict(observations, deterministic=False)
+            acting[width].append(1000 * (time.perf_counter() - start) / args.updates)
+    env.close()
+    narrow = SEARCH_CRITIC_WIDTH
+    return {
+        "threads": threads,
+        "updates": {width: statistics.median(values) for width, values in rates.items()},
+        "act_ms": {width: statistics.median(values) for width, values in acting.items()},
+        "update_ratio": statistics.median(a / b for a, b in zip(rates[narrow], rates[256], strict=True)),
+        "act_ratio": statistics.median(b / a for a, b in zip(acting[narrow], acting[256], strict=True)),
+    }
+
+
+def print_critic_search(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The ``--critic-search`` table."""
+    narrow = SEARCH_CRITIC_WIDTH
+    envs = args.num_envs
+    print(f"\n| threads | updates/s, 256-wide heads | updates/s, {narrow}-wide | ratio | act ms ({envs} envs), 256 | "
+          f"act ms, {narrow} | ratio |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['threads']} | {row['updates'][256]:.2f} | {row['updates'][narrow]:.2f} | "
+            f"{row['update_ratio']:.2f} | {row['act_ms'][256]:.0f} | {row['act_ms'][narrow]:.0f} | "
+            f"{row['act_ratio']:.2f} |"
+        )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="AdaGlimpse-ClutteredDigits-v0", help="registered id to learn on")
@@ -101,6 +164,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--learn-vector-steps", type=int, default=8, help="vector steps of the learning timing")
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()], help="torch threads")
     parser.add_argument("--device", default="cpu", help="where the networks train (the env runs on the CPU)")
+    parser.add_argument(
+        "--critic-search", action="store_true", help="time the critic-search agent's update and acting instead"
+    )
     args = parser.parse_args(argv)
     for name in ("batch_size", "updates", "repeats", "num_envs", "learn_vector_steps"):
         if getattr(args, name) < 1:
@@ -113,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(0)
     print(f"# {datetime.date.today()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"# {args.env_id}, batch {args.batch_size}, device {args.device}, {args.num_envs} envs")
+    if args.critic_search:
+        print_critic_search([measure_critic_search(args, threads) for threads in args.threads], args)
+        print(f"# load average at end {os.getloadavg()[0]:.2f}")
+        return 0
     rows = [measure_preset(args, preset, threads) for threads in args.threads for preset in args.presets]
     print("\n| preset | threads | SB3 SAC.train updates/s | GlimpseSAC updates/s | ours / SB3 | env steps/s learning |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -6,7 +6,7 @@ The default run trains on the offline find-and-zoom task in its fast variant ``A
 (agents/critic_search.py): the setting that has learnt to find the digit on 2 CPU cores (docs/results.md); SAC
 with the paper's actor, on the paper's settings, is ``--config configs/sac/paper.yaml`` and the photo reconstruction
 run ``--config configs/sac/embedded.yaml``. Beyond the critic search the default differs from the paper's settings
-in a constant learning rate, batch 64, two updates per vector step, a 30k-transition replay and a 4k-step warm-up in
+in a constant learning rate, batch 64, four updates per vector step, a 30k-transition replay and a 4k-step warm-up in
 which the hand-made ``salient`` baseline acts in half of the envs, for a 16k-step budget on 16 envs
 (docs/results.md). A YAML preset under ``configs/sac/`` sets any subset
 and flags override both.
@@ -133,7 +133,7 @@ class TrainConfig:
     lr_schedule: bool = False
     gamma: float = PAPER_SAC["gamma"]
     tau: float = PAPER_SAC["tau"]
-    # Smaller batches, two updates per vector step and a larger replay than the paper's: more updates per CPU
+    # Smaller batches, four updates per vector step and a larger replay than the paper's: more updates per CPU
     # minute on a critic that learns where to look (docs/results.md).
     batch_size: int = 64
     buffer_size: int = 30_000
@@ -144,7 +144,7 @@ class TrainConfig:
     initial_ent_coef: float = 1.0
     warmup_policy: str | None = "salient"
     warmup_share: float = 0.5
-    gradient_steps: int = 2
+    gradient_steps: int = 4
     float16_buffer: bool = True
     spatial_critic: bool = True
     where_loss_weight: float = 5.0

@@ -67,6 +67,17 @@ def test_benchmark_sac_prints_rates_and_phases(capsys: pytest.CaptureFixture[str
     assert float(rates[0][2]) > 0 and float(rates[0][3]) > 0  # flat: SB3's and our updates/s
 
 
+def test_benchmark_sac_times_the_critic_search_heads(capsys: pytest.CaptureFixture[str]) -> None:
+    import benchmark_sac
+
+    argv = ["--env-id", "AdaGlimpse-ClutteredDigits-Fast-v0", "--critic-search", "--batch-size", "8", "--updates",
+            "2", "--repeats", "1", "--num-envs", "2", "--fill-steps", "16", "--threads", "1"]  # fmt: skip
+    assert benchmark_sac.main(argv) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 | ")]
+    assert len(rows) == 1
+    assert all(float(cell) > 0 for cell in rows[0][1:])  # rates, acting times and their ratios
+
+
 def test_probe_rewards_covers_every_step_once(capsys: pytest.CaptureFixture[str]) -> None:
     import probe_rewards
 

@@ -65,6 +65,9 @@ def test_exported_critic_search_agent_acts_the_same_and_checks_the_geometry(tmp_
     _, settings = export_agent(model, tmp_path / "agent", FAST, "map", {})
     record = json.loads(settings.read_text())
     assert record["acts_with"] == "critic_search" and record["critic_search"] == search.to_dict()
+    # The networks are rebuilt from the record, not from today's defaults.
+    assert record["features_extractor_kwargs"]["feature_stride"] == 4
+    assert record["net_arch"] == {"pi": [256, 256], "qf": [128, 128]}
 
     env = gym.make_vec(FAST, num_envs=2, checkpoint=str(classifier), observation="map", map_size=16, split="val")
     env.reset(seed=0)
@@ -83,6 +86,14 @@ def test_exported_critic_search_agent_acts_the_same_and_checks_the_geometry(tmp_
     longer = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=16,
                           num_glimpses=14)  # fmt: skip
     assert load_agent(tmp_path / "budget", longer).critic_search == search
+    longer.close()
+    # A file from before the networks were recorded holds the stride-4 trunk and 256-wide heads: loading a file
+    # without the record builds those, so an agent with other networks must keep its record.
+    stem = agent_files(tmp_path / "budget")[1]
+    stem.write_text(json.dumps({k: v for k, v in json.loads(stem.read_text()).items() if k != "net_arch"}))
+    longer = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=16)
+    with pytest.raises(ShippedAgentError, match="does not fit"):
+        load_agent(tmp_path / "budget", longer)
     longer.close()
     # Other glimpse sizes: the same map shape, other glimpses under each action; refused.
     other = gym.make_vec(FAST, num_envs=1, checkpoint=str(classifier), observation="map", map_size=16,
