@@ -64,6 +64,8 @@ class EvaluationCallback(BaseCallback):
         self.sheet_episodes = sheet_episodes
         self.next_evaluation = every
         self.history: list[dict[str, Any]] = []
+        #: Wall seconds spent in :meth:`evaluate` so far (to leave out of training-speed figures).
+        self.evaluation_seconds = 0.0
 
     def _on_training_start(self) -> None:
         # A resumed run starts at num_timesteps > 0: evaluate at the next multiple of `every`, not at every step
@@ -79,6 +81,7 @@ class EvaluationCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, Any]:
         """Run the evaluation now and log it; returns the result."""
+        started = time.perf_counter()
         pictures = self.env.render_mode == "rgb_array"
         recorder = EpisodeRecorder(render_episodes=self.sheet_episodes if pictures else 0)
         result = run_policy(self.env, self.model, self.episodes, self.seed, recorder)
@@ -94,6 +97,7 @@ class EvaluationCallback(BaseCallback):
         # Wall seconds since this (possibly resumed) training call began: learning curves per minute.
         wall = round(time.perf_counter() - self._started, 1) if hasattr(self, "_started") else None
         self.history.append({"timesteps": self.num_timesteps, "wall_s": wall, **result})
+        self.evaluation_seconds += time.perf_counter() - started
         self.logger.dump(self.num_timesteps)
         return result
 

@@ -8,7 +8,7 @@ the policy *is* the critic's: every candidate of a grid over ``(x, y, scale)`` i
 over the map, and the action is drawn from ``softmax(sharpness * (Q - mean) / std)`` over them (values standardised
 per state, so that the policy is as greedy early, when values differ by thousandths, as late), mixed with a uniform
 share, then jittered within its grid cell so that the replayed actions cover the continuous box. Glimpse sides on
-the grid are spaced geometrically (zoom levels: 32, 52, 86, 140, 224 px on a 224 px image), so that most of them are
+the grid are spaced geometrically (zoom levels: 32, 52, 85, 138, 224 px on a 224 px image), so that most of them are
 sizes that read a small target. Deterministic acting takes the best candidate, then the best of a finer local grid
 around it (as the ``greedy`` oracle of :mod:`agents.baselines` refines its pick): a digit has to land inside one
 cell of the glimpse, a tighter tolerance than the coarse grid's spacing. The critic's bootstrap target is the
@@ -89,7 +89,16 @@ class CriticSearch:
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> CriticSearch:
         """The search a saved agent's settings describe (:meth:`to_dict`); fields added since it was saved take
-        the values it was trained with (:data:`LEGACY_SETTINGS`), so a loaded agent acts as it did."""
+        the values it was trained with (:data:`LEGACY_SETTINGS`), so a loaded agent acts as it did.
+
+        Raises:
+            ValueError: a key that is not a field.
+        """
+        unknown = sorted(set(settings) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"critic_search settings have unknown keys {unknown}; fields: {list(cls.__dataclass_fields__)}"
+            )
         return cls(**{**LEGACY_SETTINGS, **settings})
 
     @torch.no_grad()
@@ -106,17 +115,19 @@ class CriticSearch:
         """
         scales = self.scale_values(critic, self.scales)
         candidates = glimpse_candidates(self.positions, self.scales, _parameter(critic), scales)  # (K, 3)
-        widths = grid_widths(candidates, self.positions, scales)  # (K, 3): each candidate's grid cell
+        below, above = grid_cells(candidates, self.positions, scales)  # (K, 3) each: each candidate's cell
         state = critic.state_features(observations)
         values = candidate_values(critic, state, candidates)  # (B, K)
         if deterministic:
             best = values.argmax(dim=1)
-            return self.refined(critic, state, candidates[best], widths[best])
+            return self.refined(critic, state, candidates[best], below[best], above[best])
         probabilities = self.probabilities(values)
         drawn = torch.multinomial(probabilities, 1)[:, 0]
         chosen = candidates[drawn]  # (B, 3)
         # Jitter within the chosen grid cell, so that replayed actions fill the box between grid points.
-        jittered = chosen + (torch.rand_like(chosen) - 0.5) * widths[drawn]
+        # Uniform over the cell, which on a geometric scale axis reaches further up than down.
+        low, high = chosen - below[drawn], chosen + above[drawn]
+        jittered = low + torch.rand_like(chosen) * (high - low)
         # Reflected at the edges of the box (not clamped): no pile of actions exactly on +-1.
         return torch.where(jittered.abs() > 1.0, torch.sign(jittered) * 2.0 - jittered, jittered).clamp(-1.0, 1.0)
 
@@ -129,15 +140,17 @@ class CriticSearch:
         low, high = float(geometry.min_crop), float(geometry.max_crop)
         if high <= low:  # one glimpse size only: every scale action cuts it
             return _axis(points, like)
-        sides = torch.logspace(math.log10(low), math.log10(high), points, device=like.device, dtype=torch.float64)
-        return ((sides - low) / (high - low) * 2.0 - 1.0).clamp(-1.0, 1.0).to(like.dtype)
+        # On the CPU in float64 (not every device has it), then moved.
+        sides = torch.logspace(math.log10(low), math.log10(high), points, dtype=torch.float64)
+        return ((sides - low) / (high - low) * 2.0 - 1.0).clamp(-1.0, 1.0).to(like)
 
     def refined(
         self,
         critic: GlimpseMapCritic,
         state: tuple[torch.Tensor, torch.Tensor],
         best: torch.Tensor,
-        widths: torch.Tensor,
+        below: torch.Tensor,
+        above: torch.Tensor,
     ) -> torch.Tensor:
         """``(B, 3)``: the best of each state's best candidate and a local grid around it (:attr:`refine`)."""
         if self.refine < 2:
@@ -146,7 +159,9 @@ class CriticSearch:
         scale_steps = torch.tensor([-0.25, 0.0, 0.25], device=best.device, dtype=best.dtype)
         grid = torch.meshgrid(steps, steps, scale_steps, indexing="ij")
         unit = torch.stack([axis_values.flatten() for axis_values in grid], dim=-1)  # (R, 3) in cell widths
-        local = (best[:, None] + unit[None] * widths[:, None]).clamp(-1.0, 1.0)  # (B, R, 3)
+        # A unit step is the whole cell: the distance to its edge on that side, twice.
+        steps = torch.where(unit[None] < 0, 2.0 * below[:, None], 2.0 * above[:, None])  # (B, R, 3)
+        local = (best[:, None] + unit[None] * steps).clamp(-1.0, 1.0)  # (B, R, 3)
         local = torch.cat((best[:, None], local), dim=1)  # the coarse pick stays a candidate
         values = torch.min(torch.cat(critic.q_values(state, local), dim=-1), dim=-1).values  # (B, R + 1)
         return local[torch.arange(len(local), device=local.device), values.argmax(dim=1)]
@@ -207,18 +222,36 @@ def glimpse_candidates(
     return torch.stack([axis_values.flatten() for axis_values in grid], dim=-1)
 
 
-def grid_widths(candidates: torch.Tensor, positions: int, scale_values: torch.Tensor) -> torch.Tensor:
-    """``(K, 3)``: the width of each candidate's grid cell along ``x``, ``y`` and the scale (the gap to its
-    neighbours: half the distance between the points on either side, the whole gap at an end)."""
+def grid_cells(
+    candidates: torch.Tensor, positions: int, scale_values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far each candidate's grid cell reaches below and above it along ``x``, ``y`` and the scale.
+
+    A cell runs halfway to the neighbouring points (at an end of an axis, as far out as in). Positions are evenly
+    spaced; on a geometric scale axis the gap above a point is wider than the one below, so the cells of all
+    candidates tile ``[-1, 1]`` without holes or overlaps (an end cell's outer half lies outside; acting reflects
+    it back).
+
+    Args:
+        candidates: ``(K, 3)`` from :func:`glimpse_candidates`.
+        positions: points per position axis.
+        scale_values: ``(S,)`` the scale axis, ascending.
+
+    Returns:
+        ``(below, above)``: ``(K, 3)`` each, non-negative.
+    """
     scale_axis = scale_values.to(candidates)
     if len(scale_axis) > 1:
-        gaps = scale_axis.diff()
-        cell = torch.cat((gaps[:1], (gaps[1:] + gaps[:-1]) / 2, gaps[-1:]))  # (S,)
+        half_gaps = scale_axis.diff() / 2
+        down = torch.cat((half_gaps[:1], half_gaps))  # (S,): the first point mirrors its gap above
+        up = torch.cat((half_gaps, half_gaps[-1:]))  # the last point mirrors its gap below
     else:
-        cell = torch.full_like(scale_axis, 2.0)
+        down = up = torch.ones_like(scale_axis)  # one point: its cell is the whole axis
     scale_index = (candidates[:, 2:3] - scale_axis[None]).abs().argmin(dim=1)
-    position = torch.full_like(candidates[:, 0], grid_step(positions))
-    return torch.stack((position, position, cell[scale_index]), dim=-1)
+    position = torch.full_like(candidates[:, 0], grid_step(positions) / 2)
+    below = torch.stack((position, position, down[scale_index]), dim=-1)
+    above = torch.stack((position, position, up[scale_index]), dim=-1)
+    return below, above
 
 
 def candidate_values(

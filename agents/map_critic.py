@@ -181,7 +181,9 @@ class MapSACPolicy(CnnPolicy):
         glimpse_geometry: :class:`GlimpseGeometry` fields as a dict (``image_size``, ``min_crop``, ``max_crop``;
             a dict so that SB3 saves it as readable JSON), e.g. from :func:`glimpse_geometry_of`.
         critic_search: :class:`agents.critic_search.CriticSearch` fields as a dict, to act by searching the
-            map critic instead of with the actor (needs ``glimpse_geometry``); None acts with the actor.
+            map critic instead of with the actor (needs ``glimpse_geometry``); None acts with the actor. Fields
+            the dict lacks take the values of agents saved before they existed
+            (:meth:`~agents.critic_search.CriticSearch.from_settings`); :func:`agents.sac.make_sac` passes all.
         **kwargs: SB3's ``SACPolicy`` keyword arguments.
 
     Raises:

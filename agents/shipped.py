@@ -96,6 +96,14 @@ def export_agent(
         for key in _RECORDED_MAP_ARCHITECTURE:
             if key in model.policy_kwargs:
                 record[key] = model.policy_kwargs[key]
+        # The stride the trunk was built with, even where policy_kwargs left it to the default.
+        extractor = model.policy.actor.features_extractor
+        stride = getattr(extractor, "feature_stride", None)
+        if stride is not None:
+            record["features_extractor_kwargs"] = {
+                **record.get("features_extractor_kwargs", {}),
+                "feature_stride": stride,
+            }
     if search is not None:
         record["critic_search"] = dict(search)
         record["glimpse_geometry"] = model.policy.glimpse_geometry
@@ -144,7 +152,7 @@ def load_agent(name_or_stem: str | Path, env: GlimpseVectorEnv, device: str = "c
         trunk = settings.get("features_extractor_kwargs", _LEGACY_MAP_TRUNK)
         if not isinstance(trunk, dict):
             raise ShippedAgentError(f"{settings_path}: features_extractor_kwargs must be a JSON object, got {trunk!r}")
-        kwargs["features_extractor_kwargs"] = {**kwargs["features_extractor_kwargs"], **trunk}
+        kwargs["features_extractor_kwargs"] = {**kwargs["features_extractor_kwargs"], **_LEGACY_MAP_TRUNK, **trunk}
         if "net_arch" in settings:
             kwargs["net_arch"] = settings["net_arch"]
     acts_with = settings.get("acts_with", "actor")  # format 1 files hold an actor

@@ -129,18 +129,22 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         callback = None
         if job["curve_every"]:
             # Learning curve on its own held-out env (the first curve_episodes val scenes, the same every time);
-            # its wall clock includes the curve's evaluations, train_seconds below does too.
+            # a point's wall_s counts the earlier points' evaluations too, train_seconds below does not.
             curve_env = gym.make_vec(job["env_id"], num_envs=job["eval_envs"], split="val", **kwargs)
             assert isinstance(curve_env, GlimpseVectorEnv)
             callback = EvaluationCallback(curve_env, job["curve_every"], job["curve_episodes"], seed=10_000)
         start = time.perf_counter()
-        policy.learn(job["timesteps"], callback=callback)
-        train_seconds = time.perf_counter() - start
+        try:
+            policy.learn(job["timesteps"], callback=callback)
+        finally:
+            train_env.close()
+            if callback is not None:
+                callback.env.close()
+        # Training only: the learning curve's evaluations are left out of the wall time and the speed.
+        train_seconds = time.perf_counter() - start - (callback.evaluation_seconds if callback is not None else 0.0)
         steps_per_second = policy.num_timesteps / train_seconds
-        train_env.close()
         if callback is not None:
             curve = [curve_point(entry) for entry in callback.history]
-            callback.env.close()
     result = run_policy(eval_env, policy, job["eval_episodes"], seed=10_000)
     eval_env.close()
     early: dict[str, Any] = {}
@@ -162,7 +166,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "final_score": result["final_score"],
         "train_seconds": train_seconds,
         "env_steps_per_second": steps_per_second,
-        **({"curve": curve} if curve else {}),
+        **({"curve": curve} if job["curve_every"] and job["name"] not in BASELINES else {}),
         **early,
     }
 

@@ -2,6 +2,7 @@
 
 Each algorithm's curve is the held-out metric after the last glimpse at every evaluation point, the mean over its
 seeds; baselines in the same results file are drawn as flat lines at their value (what an agent has to beat).
+Curve points are measured on the first ``--curve-episodes`` val scenes, baselines on ``--eval-episodes``.
 
 Usage::
 
@@ -21,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from adaglimpse_env.rendering import draw_curves
+from agents.baselines import BASELINES
 
 
 def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
@@ -42,30 +44,43 @@ def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
 def mean_curves(runs: list[dict[str, Any]]) -> tuple[list[int], dict[str, list[float]], dict[str, int]]:
     """Per algorithm, the mean over seeds of the final metric at every evaluation point.
 
+    The points are those every learned run was evaluated at (PPO-style algorithms may overshoot the budget to a
+    whole rollout and add a point or two; those are left out, with a note). Baselines (:data:`BASELINES` names)
+    are drawn flat at their value.
+
     Returns:
-        ``(timesteps, curves, seeds)``: the evaluation points shared by every curve, name -> values at them
-        (baselines flat at their value), and name -> number of seeds averaged.
+        ``(timesteps, curves, seeds)``: the shared evaluation points, name -> values at them, and name ->
+        number of seeds averaged.
 
     Raises:
-        SystemExit: no run has a curve, or the runs' curves were evaluated at different env steps.
+        SystemExit: no learned run, a learned run without a curve, or no evaluation point shared by all.
     """
     by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         by_name[run["name"]].append(run)
-    learned = {name: rows for name, rows in by_name.items() if all("curve" in row for row in rows)}
+    learned = {name: rows for name, rows in by_name.items() if name not in BASELINES}
     if not learned:
-        raise SystemExit("no run has a learning curve: run benchmark_agents.py with --curve-every STEPS")
-    timesteps = [point["timesteps"] for point in next(iter(learned.values()))[0]["curve"]]
-    curves: dict[str, list[float]] = {}
+        raise SystemExit("no learned run in the results: run benchmark_agents.py with --algorithms and --curve-every")
+    steps_by_run: dict[str, set[int]] = {}
     for name, rows in learned.items():
         for row in rows:
-            steps = [point["timesteps"] for point in row["curve"]]
-            if steps != timesteps:
+            points = row.get("curve") or []
+            if not points:
                 raise SystemExit(
-                    f"{name} seed {row['seed']} was evaluated at env steps {steps}, others at {timesteps}: plot "
-                    "runs made with the same --timesteps, --num-envs and --curve-every together"
+                    f"{name} seed {row['seed']} has no learning curve: run benchmark_agents.py with --curve-every "
+                    "STEPS (fewer than --timesteps)"
                 )
-        curves[name] = np.mean([[point["final_metric"] for point in row["curve"]] for row in rows], axis=0).tolist()
+            steps_by_run[f"{name} seed {row['seed']}"] = {point["timesteps"] for point in points}
+    timesteps = sorted(set.intersection(*steps_by_run.values()))
+    if not timesteps:
+        raise SystemExit(f"the runs share no evaluation point: {steps_by_run}; plot runs with the same --curve-every")
+    for run_name, steps in steps_by_run.items():
+        if len(steps) > len(timesteps):
+            print(f"note: {run_name}'s points at {sorted(steps - set(timesteps))} are left out", file=sys.stderr)
+    curves: dict[str, list[float]] = {}
+    for name, rows in learned.items():
+        values = [{point["timesteps"]: point["final_metric"] for point in row["curve"]} for row in rows]
+        curves[name] = [float(np.mean([row_values[step] for row_values in values])) for step in timesteps]
     for name, rows in by_name.items():
         if name not in learned:
             curves[f"{name} (baseline)"] = [float(np.mean([row["final_metric"] for row in rows]))] * len(timesteps)

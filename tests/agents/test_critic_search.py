@@ -12,7 +12,7 @@ import pytest
 import torch
 from map_env import tiny_map_env
 
-from agents.critic_search import CriticSearch, candidate_values, glimpse_candidates, grid_step, grid_widths
+from agents.critic_search import CriticSearch, candidate_values, glimpse_candidates, grid_cells, grid_step
 from agents.map_critic import GlimpseGeometry
 
 
@@ -84,14 +84,26 @@ def test_geometric_scales_are_zoom_levels_and_cells_fit_their_gaps() -> None:
     assert bool((scales.diff() > 0).all())
     linear = CriticSearch(scale_spacing="linear").scale_values(critic, 5)
     torch.testing.assert_close(linear, torch.linspace(-1.0, 1.0, 5))
-    # Cell widths: the position step everywhere; on the scale axis the gap at the ends, the mean gap inside.
+    # Cells: half the position step either way; on the scale axis halfway to each neighbour, so they tile the axis.
     candidates = glimpse_candidates(3, 5, scales, scales)
-    widths = grid_widths(candidates, 3, scales)
-    assert bool((widths[:, :2] == grid_step(3)).all())
-    gaps = scales.diff()
-    smallest, middle = candidates[:, 2] == scales[0], candidates[:, 2] == scales[2]
-    torch.testing.assert_close(widths[smallest, 2], gaps[0].expand(int(smallest.sum())))
-    torch.testing.assert_close(widths[middle, 2], ((gaps[1] + gaps[2]) / 2).expand(int(middle.sum())))
+    below, above = grid_cells(candidates, 3, scales)
+    assert bool((below[:, :2] == grid_step(3) / 2).all()) and bool((above[:, :2] == grid_step(3) / 2).all())
+    for index in range(4):  # each cell's top meets the next one's bottom
+        top = scales[index] + above[candidates[:, 2] == scales[index], 2]
+        bottom = scales[index + 1] - below[candidates[:, 2] == scales[index + 1], 2]
+        torch.testing.assert_close(top, bottom)
+
+
+def test_stochastic_actions_cover_the_scale_axis_without_holes() -> None:
+    # A flat critic and no sharpness: every candidate equally likely; jittered actions must reach every scale.
+    torch.manual_seed(0)
+    critic: Any = _PeakCritic((0.0, 0.0, 0.0))
+    critic.q_values = lambda state, actions: (torch.zeros(*actions.shape[:-1], 1),) * 2
+    search = CriticSearch(positions=3, scales=5, sharpness=0.0, explore=0.0)
+    actions = search.act(critic, torch.zeros(20_000, 5, 16, 16), deterministic=False)
+    counts = torch.histc(actions[:, 2], bins=40, min=-1.0, max=1.0)
+    assert bool((counts > 0).all()), counts
+    assert bool((actions.abs() <= 1.0).all())
 
 
 def test_deterministic_refinement_lands_between_grid_points() -> None:
@@ -248,5 +260,5 @@ def test_settings_saved_before_a_field_existed_keep_the_behaviour_they_were_trai
     legacy = CriticSearch.from_settings({"positions": 13, "scales": 5, "sharpness": 6.0})
     assert (legacy.scale_spacing, legacy.refine) == ("linear", 0)
     assert CriticSearch.from_settings(CriticSearch().to_dict()) == CriticSearch()  # new files: as saved
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"unknown keys \['unknown'\]"):
         CriticSearch.from_settings({"positions": 13, "unknown": 1})

@@ -168,9 +168,9 @@ def test_benchmark_agents_learning_curves_and_their_plot(env_args: list[str], tm
     assert benchmark_agents.main(args) == 0
     results = json.loads((tmp_path / "r.json").read_text())["results"]
     for run in (r for r in results if r["name"] == "ppo"):
-        # PPO collects 2 envs x 64 steps per rollout: every rollout passes a multiple of 4, one point each.
+        # PPO overshoots the 16 steps to one rollout (2 envs x 64 steps): a point at every multiple of 4 on the way.
         steps = [point["timesteps"] for point in run["curve"]]
-        assert steps == sorted(steps) and steps[0] >= 4 and len(steps) >= 1
+        assert steps == list(range(4, run_steps(run) + 1, 4)) and run_steps(run) >= 16
         assert all(point["wall_s"] >= 0.0 for point in run["curve"])
         assert all(len(point["metric_by_glimpse"]) == 3 for point in run["curve"])
     assert all("curve" not in r for r in results if r["name"] == "random")
@@ -187,13 +187,37 @@ def test_benchmark_agents_learning_curves_and_their_plot(env_args: list[str], tm
     assert Image.open(picture).size == (480, 300)
 
 
+def run_steps(run: dict) -> int:
+    return max(point["timesteps"] for point in run["curve"])
+
+
 def test_plot_learning_curves_refuses_runs_without_curves(env_args: list[str], tmp_path: Path) -> None:
     (tmp_path / "r.json").write_text(json.dumps({"results": [{"name": "random", "seed": 0, "final_metric": 1.0}]}))
-    with pytest.raises(SystemExit, match="--curve-every"):
+    with pytest.raises(SystemExit, match="no learned run"):
+        plot_learning_curves.main([str(tmp_path / "r.json")])
+    # A learned run without points is refused by name, not drawn as a flat baseline.
+    runs = [{"name": "ppo", "seed": 0, "final_metric": 0.5, "curve": []}]
+    (tmp_path / "r.json").write_text(json.dumps({"results": runs}))
+    with pytest.raises(SystemExit, match="ppo seed 0 has no learning curve"):
         plot_learning_curves.main([str(tmp_path / "r.json")])
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(SystemExit, match="not a results file"):
         plot_learning_curves.main([str(tmp_path / "bad.json")])
+
+
+def test_plot_learning_curves_keeps_the_points_every_run_shares(tmp_path: Path, capsys) -> None:
+    def run(name: str, seed: int, steps: list[int], value: float) -> dict:
+        curve = [
+            {"timesteps": step, "wall_s": 1.0, "final_metric": value, "metric_by_glimpse": [value]} for step in steps
+        ]
+        return {"name": name, "seed": seed, "final_metric": value, "curve": curve}
+
+    runs = [run("sac", 0, [4, 8], 0.2), run("sac", 1, [4, 8], 0.4), run("ppo", 0, [4, 8, 12], 0.1)]
+    (tmp_path / "r.json").write_text(json.dumps({"results": runs}))
+    assert plot_learning_curves.main([str(tmp_path / "r.json"), "--output", str(tmp_path / "c.png")]) == 0
+    captured = capsys.readouterr()
+    assert "| 8 | 0.300 | 0.100 |" in captured.out and "| 12 |" not in captured.out
+    assert "ppo seed 0's points at [12] are left out" in captured.err
 
 
 def test_benchmark_agents_critic_search_with_early_stop(env_args: list[str], tmp_path: Path, capsys) -> None:
