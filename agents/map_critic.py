@@ -156,7 +156,8 @@ class GlimpseMapCritic(ContinuousCritic):
 def _head_over_candidates(q_net: nn.Module, summary: torch.Tensor, per_candidate: torch.Tensor) -> torch.Tensor:
     """``(B, K, 1)``: a Q head over ``K`` candidates of each state, its first layer's share of the state's summary
     computed once per state instead of once per candidate (the same function as ``q_net(summary ++ candidate)``,
-    a third fewer multiply-adds when the critic search scores hundreds of candidates per state).
+    a third fewer multiply-adds in the first layer when the critic search scores hundreds of candidates per
+    state).
 
     Args:
         q_net: ``Linear -> ... -> (B, K, 1)`` over ``summary ++ per_candidate``.
