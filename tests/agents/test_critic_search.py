@@ -262,3 +262,38 @@ def test_settings_saved_before_a_field_existed_keep_the_behaviour_they_were_trai
     assert CriticSearch.from_settings(CriticSearch().to_dict()) == CriticSearch()  # new files: as saved
     with pytest.raises(ValueError, match=r"unknown keys \['unknown'\]"):
         CriticSearch.from_settings({"positions": 13, "unknown": 1})
+
+
+def test_zip_saved_before_the_new_search_fields_loads_acting_as_trained(
+    tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    # A zip of an earlier version: its policy_kwargs' critic_search lacks scale_spacing and refine, and its trunk
+    # kwargs lack feature_stride. It loads with linear sides, no refinement and the stride-4 trunk it holds.
+    import json
+    import zipfile
+
+    from agents.sac import GlimpseSAC, make_sac
+    from agents.sb3_files import load_sb3
+
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
+    search = CriticSearch(positions=3, scales=3, target_positions=2, target_scales=1, scale_spacing="linear", refine=0)
+    model = make_sac(env, seed=0, device="cpu", learning_starts=8, buffer_size=32, batch_size=4, critic_search=search)
+    model.save(tmp_path / "new.zip")
+    with zipfile.ZipFile(tmp_path / "new.zip") as source, zipfile.ZipFile(tmp_path / "old.zip", "w") as target:
+        for item in source.infolist():
+            payload = source.read(item)
+            if item.filename == "data":
+                data = json.loads(payload)
+                for key in ("scale_spacing", "refine"):
+                    del data["policy_kwargs"]["critic_search"][key]
+                del data["policy_kwargs"]["features_extractor_kwargs"]["feature_stride"]
+                payload = json.dumps(data).encode()
+            target.writestr(item, payload)
+    loaded = load_sb3(GlimpseSAC, tmp_path / "old.zip", env.observation_space, env.action_space)
+    assert loaded.policy.critic_search == search  # the legacy values, not today's defaults
+    assert loaded.policy.critic.features_extractor.feature_stride == 4
+    observation = env.reset()
+    np.testing.assert_array_equal(
+        loaded.predict(observation, deterministic=True)[0], model.predict(observation, deterministic=True)[0]
+    )
+    env.close()
