@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,9 @@ from agents.sac import PAPER_SAC, GlimpseSAC, make_sac, one_cycle_cosine
 from agents.sb3_adapter import GlimpseSB3VecEnv
 from agents.sb3_files import SB3FileError, load_sb3
 from agents.shipped import export_agent
+
+#: SAC settings a resumed run takes from its checkpoint (SB3 saves them in the zip), whatever the config says.
+RESUMED_FROM_ZIP = ("gradient_steps", "batch_size", "buffer_size", "learning_starts", "gamma", "tau")
 
 
 @dataclass
@@ -260,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         buffer = model.replay_buffer
         replayed = buffer.size() * buffer.n_envs if buffer is not None else 0  # size() counts rows of n_envs
         print(f"resumed {output} at {model.num_timesteps} env steps (replay buffer: {replayed} transitions)")
+        # The zip's hyperparameters are what runs on: config.json must record them, not today's defaults or flags.
+        saved = {name: getattr(model, name) for name in RESUMED_FROM_ZIP}
+        ignored = {name: getattr(config, name) for name, value in saved.items() if getattr(config, name) != value}
+        if ignored:
+            print(f"the run keeps its own {saved}; the given or default {ignored} do not apply on resume")
+        config = replace(config, **saved)
     else:
         model = make_sac(
             vec_env,

@@ -121,9 +121,13 @@ def test_killed_run_resumes_from_last_checkpoint(env_args: list[str], tmp_path: 
     process.wait()
     saved = json.loads((tmp_path / "progress.json").read_text())["num_timesteps"]
     assert saved >= 16
-    assert train_sac.main([*sac_args(env_args, tmp_path, saved + 16), "--resume"]) == 0
+    # Another --gradient-steps on resume: the run keeps its own, and config.json says so.
+    resumed = [*sac_args(env_args, tmp_path, saved + 16), "--resume", "--gradient-steps", "3"]
+    assert train_sac.main(resumed) == 0
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert progress["num_timesteps"] == saved + 16
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["gradient_steps"] == train_sac.TrainConfig.gradient_steps and config["batch_size"] == 8
 
     from agents.replay import stored_transitions
 
