@@ -155,15 +155,15 @@ class CriticSearch:
         """``(B, 3)``: the best of each state's best candidate and a local grid around it (:attr:`refine`)."""
         if self.refine < 2:
             return best
-        steps = torch.linspace(-0.5, 0.5, self.refine, device=best.device, dtype=best.dtype)
-        scale_steps = torch.tensor([-0.25, 0.0, 0.25], device=best.device, dtype=best.dtype)
-        grid = torch.meshgrid(steps, steps, scale_steps, indexing="ij")
+        offsets = torch.linspace(-0.5, 0.5, self.refine, device=best.device, dtype=best.dtype)
+        scale_offsets = torch.tensor([-0.25, 0.0, 0.25], device=best.device, dtype=best.dtype)
+        grid = torch.meshgrid(offsets, offsets, scale_offsets, indexing="ij")
         unit = torch.stack([axis_values.flatten() for axis_values in grid], dim=-1)  # (R, 3) in cell widths
         # A unit step is the whole cell: the distance to its edge on that side, twice.
         steps = torch.where(unit[None] < 0, 2.0 * below[:, None], 2.0 * above[:, None])  # (B, R, 3)
         local = (best[:, None] + unit[None] * steps).clamp(-1.0, 1.0)  # (B, R, 3)
         local = torch.cat((best[:, None], local), dim=1)  # the coarse pick stays a candidate
-        values = torch.min(torch.cat(critic.q_values(state, local), dim=-1), dim=-1).values  # (B, R + 1)
+        values = candidate_values(critic, state, local)  # (B, R + 1)
         return local[torch.arange(len(local), device=local.device), values.argmax(dim=1)]
 
     def probabilities(self, values: torch.Tensor) -> torch.Tensor:
@@ -257,13 +257,12 @@ def grid_cells(
 def candidate_values(
     critic: GlimpseMapCritic, state: tuple[torch.Tensor, torch.Tensor], candidates: torch.Tensor
 ) -> torch.Tensor:
-    """``(B, K)``: the smaller of the critic's heads for each state and each of the ``(K, 3)`` candidates.
+    """``(B, K)``: the smaller of the critic's heads for each state and each of its ``K`` candidates.
 
     Args:
         critic: the map critic.
         state: its :meth:`~agents.map_critic.GlimpseMapCritic.state_features` for ``B`` observations.
-        candidates: ``(K, 3)`` actions shared by every state.
+        candidates: ``(K, 3)`` actions shared by every state, or ``(B, K, 3)``: each state's own.
     """
-    batch = state[0].shape[0]
-    actions = candidates[None].expand(batch, -1, -1)
+    actions = candidates if candidates.dim() == 3 else candidates[None].expand(state[0].shape[0], -1, -1)
     return torch.min(torch.cat(critic.q_values(state, actions), dim=-1), dim=-1).values

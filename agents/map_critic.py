@@ -28,7 +28,7 @@ from stable_baselines3.sac.policies import Actor, CnnPolicy
 from torch import nn
 
 from adaglimpse_env.glimpse import glimpse_size_range
-from agents.critic_search import CriticSearch
+from agents.critic_search import CriticSearch, candidate_values
 from agents.map_features import GlimpseMapExtractor, SpatialActor, cell_positions
 
 #: Sampling points per glimpse side: 2 per cell of the 2 x 2 grid, at the cell quarters.
@@ -298,7 +298,7 @@ def where_map_loss(
             actions[:, None, 2:] if candidate_scale is None else torch.full_like(actions[:, None, 2:], candidate_scale)
         )
         moved = torch.cat(((0.95 * centres + offset).clamp(-1.0, 1.0), scale.expand(batch, candidates, 1)), dim=-1)
-        values = torch.min(torch.cat(critic.q_values(state, moved), dim=-1), dim=-1).values  # (B, K)
+        values = candidate_values(critic, state, moved)  # (B, K)
         # Scores in units of their spread over the candidates: early on the critic's values differ by a few
         # thousandths, and a fixed temperature would make a flat target that flattens the heat map.
         spread = values.std(dim=1, keepdim=True).clamp_min(1e-6)

@@ -23,6 +23,7 @@ import torch
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from agents.config import parse_key_values, positive_int
+from agents.critic_search import candidate_values
 from agents.map_critic import GlimpseGeometry, GlimpseMapCritic
 from agents.sac import GlimpseSAC
 from agents.sb3_adapter import make_sb3_vec_env
@@ -64,7 +65,7 @@ def probe(
         for scale in scales:
             candidates = np.stack((grid_x.ravel(), grid_y.ravel(), np.full(grid_x.size, scale, np.float32)), 1)
             batch = torch.as_tensor(np.broadcast_to(candidates, (episodes, *candidates.shape)).copy())
-            values = torch.min(torch.cat(critic.q_values(state, batch), dim=-1), dim=-1).values.numpy()  # (N, G*G)
+            values = candidate_values(critic, state, batch).numpy()  # (N, G*G)
             hits = holds_target(batch.numpy(), centres, geometry)  # (N, G*G)
             choice = values.argmax(axis=1)
             best = hits[np.arange(episodes), choice]
