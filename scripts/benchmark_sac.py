@@ -102,15 +102,18 @@ def measure_critic_search(args: argparse.Namespace, threads: int) -> dict[str, A
     torch.set_num_threads(threads)
     env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, observation="map")
     fill = max(args.batch_size, args.fill_steps)
-    models = {}
-    for width in (256, SEARCH_CRITIC_WIDTH):
-        model = make_sac(env, seed=0, device=args.device, learning_starts=fill, buffer_size=max(fill, 2_000),
-                         lr_schedule=False, critic_search=CriticSearch())  # fmt: skip
-        if width != SEARCH_CRITIC_WIDTH:  # the same agent with wider heads: rebuilt with that net_arch
-            kwargs = {**model.policy_kwargs, "net_arch": {"pi": [256, 256], "qf": [width, width]}}
-            model = make_sac(env, seed=0, device=args.device, learning_starts=fill, buffer_size=max(fill, 2_000),
-                             lr_schedule=False, critic_search=CriticSearch(), policy_kwargs=kwargs)  # fmt: skip
-        models[width] = model
+    settings: dict[str, Any] = {
+        "seed": 0,
+        "device": args.device,
+        "learning_starts": fill,
+        "buffer_size": max(fill, 2_000),
+        "lr_schedule": False,
+        "critic_search": CriticSearch(),
+    }
+    default = make_sac(env, **settings)
+    # The same agent with session 7's 256-wide heads: its policy arguments with that net_arch.
+    wide_kwargs = {**default.policy_kwargs, "net_arch": {"pi": [256, 256], "qf": [256, 256]}}
+    models = {256: make_sac(env, **settings, policy_kwargs=wide_kwargs), SEARCH_CRITIC_WIDTH: default}
     models[256].learn(total_timesteps=fill)  # random steps fill one buffer; the other replays the same one
     models[SEARCH_CRITIC_WIDTH].replay_buffer = models[256].replay_buffer
     observations = np.asarray(env.reset())
