@@ -90,10 +90,13 @@ class GlimpseMap:
         )  # fmt: skip
         inside = ((gy >= -1.0) & (gy < 1.0))[:, :, None] & ((gx >= -1.0) & (gx < 1.0))[:, None, :]  # (N, M, M)
         detail = cell_detail(torch.minimum(y2 - y1, x2 - x1), max(self.image_size))  # (N,)
-        # The k cells of one glimpse do not overlap: their masked sum is the glimpse's picture.
+        # The cells of one glimpse tile it, except that on an odd side the last row and column of cells are a
+        # pixel wider and overlap their neighbours by one pixel (the original's `_calculate_crops`): a map pixel
+        # centred there is in two cells and takes their mean colour and the finer detail.
         inside = inside.reshape(rows, k, 1, m, m).float()
-        new_pixels = (sampled.reshape(rows, k, 3, m, m) * inside).sum(dim=1)
-        new_detail = (detail.reshape(rows, k, 1, 1, 1) * inside).sum(dim=1)
+        cover = inside.sum(dim=1).clamp(min=1.0)
+        new_pixels = (sampled.reshape(rows, k, 3, m, m) * inside).sum(dim=1) / cover
+        new_detail = (detail.reshape(rows, k, 1, 1, 1) * inside).amax(dim=1)
         write = new_detail >= self.detail[index]
         write &= new_detail > 0
         self.pixels[index] = torch.where(write, new_pixels, self.pixels[index])

@@ -43,6 +43,20 @@ def test_map_paints_each_glimpse_where_it_was_and_keeps_the_finest() -> None:
     assert glimpse_map.observation(torch.tensor([0.0])).abs().max() == 0.0
 
 
+def test_overlapping_cells_of_an_odd_sided_glimpse_are_not_painted_twice() -> None:
+    # A 33-px glimpse: 16-px first cells and 17-px last ones, which overlap their neighbours by one pixel.
+    image = torch.full((1, 3, 64, 64), 0.5)
+    patches, cells = _glimpse(image, [0.25, 0.25, 1.0 / 32.0])
+    assert int((cells[0, :, 2:] - cells[0, :, :2]).max()) == 17
+    glimpse_map = GlimpseMap(1, 64, (64, 64), torch.device("cpu"))  # one map pixel per image pixel
+    glimpse_map.paint(slice(None), patches, cells)
+    observation = glimpse_map.observation(torch.tensor([0.0]))[0]
+    seen = observation[3] > 0
+    assert int(seen.sum()) == 33 * 33
+    torch.testing.assert_close(observation[:3, seen], torch.full((3, 33 * 33), 0.5))  # a mean, not a sum
+    assert float(observation[3].max()) == float(cell_detail(torch.tensor([16.0]), 64)[0])
+
+
 def test_cell_detail_falls_with_the_cell_side() -> None:
     detail = cell_detail(torch.tensor([16.0, 32.0, 112.0, 224.0]), 224)
     assert detail[0] == 1.0 and bool((detail[1:] < detail[:-1]).all()) and detail[-1] >= 0.1
