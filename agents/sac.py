@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.critic_search import CriticSearch
 from agents.map_critic import GlimpseMapCritic, MapSACPolicy, glimpse_geometry_of, where_map_loss
+from agents.symmetry import apply_symmetries, apply_to_actions, random_symmetries
 from agents.trunks import policy_setup
 
 #: original `rl_glimpse.py` SAC (CLI defaults of the original).
@@ -86,6 +87,9 @@ class GlimpseSAC(SAC):
     warmup_share: float = 0.5
     #: Weight of :func:`agents.map_critic.where_map_loss` in the actor loss, with the map critic (0: plain SAC).
     where_loss_weight: float = 5.0
+    #: With critic search: replay each transition under a random mirror/transpose of its map and action
+    #: (:mod:`agents.symmetry`), so that the critic learns from eight views of every experience.
+    symmetry_augment: bool = False
 
     def _excluded_save_params(self) -> list[str]:
         # The warm-up policy is a live object (it holds an env); train_sac.py sets it again on resume.
@@ -218,10 +222,26 @@ class GlimpseSAC(SAC):
     def _critic_step(self, replay_data: Any, discounts: Any, search: CriticSearch) -> float:
         """One critic update towards the value of the next state under the critic-search policy; the loss."""
         assert isinstance(self.critic, GlimpseMapCritic) and isinstance(self.critic_target, GlimpseMapCritic)
+        if self.symmetry_augment:
+            with self._phase("symmetry augmentation"):
+                replay_data = self._augmented(replay_data)
         with self._phase("target (critic search over the next state)"), torch.no_grad():
             next_values = search.next_state_value(self.critic_target, replay_data.next_observations)
             target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_values
         return self._fit_critic(replay_data, target_q_values)
+
+    def _augmented(self, replay_data: Any) -> Any:
+        """The batch with each transition's maps and action under a random symmetry (:mod:`agents.symmetry`)."""
+        assert isinstance(self.critic, GlimpseMapCritic)
+        observations = replay_data.observations
+        height, width = self.critic.glimpse_geometry.image_size
+        square = height == width and observations.shape[-1] == observations.shape[-2]
+        symmetries = random_symmetries(len(observations), square, observations.device)
+        return replay_data._replace(
+            observations=apply_symmetries(observations, symmetries),
+            next_observations=apply_symmetries(replay_data.next_observations, symmetries),
+            actions=apply_to_actions(replay_data.actions, symmetries),
+        )
 
     def _fit_critic(self, replay_data: Any, target_q_values: torch.Tensor) -> float:
         """SB3's critic step: every head towards ``target_q_values`` ``(B, 1)`` (halved MSE summed); the loss."""

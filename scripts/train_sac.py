@@ -107,6 +107,8 @@ class TrainConfig:
             values the next state under that policy. Other presets, or spatial_critic off, ignore it (SAC's actor
             acts). A fresh run's setting (a resumed run keeps its own).
         critic_search_sharpness: that policy's inverse temperature, in standard deviations of the grid's values.
+        symmetry_augment: with critic search, replay each transition under a random mirror or transpose of its
+            map and action (agents/symmetry.py); ignored otherwise.
         eval_every: env steps between held-out evaluations.
         eval_episodes: episodes per held-out evaluation.
         eval_envs: envs of the held-out evaluation.
@@ -153,6 +155,7 @@ class TrainConfig:
     where_loss_weight: float = 5.0
     critic_search: bool = True
     critic_search_sharpness: float = CriticSearch.sharpness
+    symmetry_augment: bool = False
     eval_every: int = 8_000
     eval_episodes: int = 96
     eval_envs: int = 16
@@ -290,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             gradient_steps=config.gradient_steps,
         )
     model.where_loss_weight = config.where_loss_weight  # the config's value wins on resume too
+    model.symmetry_augment = config.symmetry_augment and getattr(model.policy, "critic_search", None) is not None
     warmup_policy = config.warmup_policy
     if warmup_policy == "salient" and train_env.episode.observation != "map":
         print("the salient warm-up reads the map observation: the warm-up acts at random here")
