@@ -16,11 +16,19 @@ none), and env steps/s while learning (``learn`` with one update per vector step
 to :data:`agents.sac.SEARCH_CRITIC_WIDTH`): updates/s at batch ``--batch-size`` and milliseconds to act for
 ``--num-envs`` envs, both timed in alternating blocks, ratios pair by pair.
 
+``--against-paper`` measures the issue's before and after in one run: SB3's own update of the paper's SAC on the
+``full`` preset (the original trunk, batch ``--batch-size``, as ``train_sac.py`` ran before the default moved to
+critic search) against the default agent of ``train_sac.py`` (its settings from ``configs/sac/digits.yaml``), in
+alternating blocks, with env steps/s while learning at each one's own updates per vector step and the number of
+updates each README run plans (``configs/sac/embedded.yaml``, the README run when the issue was filed, against
+today's defaults).
+
 Usage::
 
     python scripts/benchmark_sac.py                                  # digits id, full latent flat map, CPU
     python scripts/benchmark_sac.py --env-id AdaGlimpse-ClutteredDigits-Fast-v0 --critic-search --batch-size 64
     python scripts/benchmark_sac.py --presets latent --threads 1 2   # thread counts side by side
+    python scripts/benchmark_sac.py --env-id AdaGlimpse-ClutteredDigits-Fast-v0 --against-paper --threads 2
     python scripts/benchmark_sac.py --device cuda                    # the networks on a GPU (env on the CPU)
 """
 
@@ -33,10 +41,12 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
 
@@ -44,6 +54,11 @@ import adaglimpse_env  # noqa: F401  (registers the ids)
 from agents.critic_search import CriticSearch
 from agents.sac import SEARCH_CRITIC_WIDTH, GlimpseSAC, make_sac
 from agents.sb3_adapter import make_sb3_vec_env
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "sac"
+#: The README's SAC run when the issue on learning per CPU minute was filed (the photo preset since), and today's
+#: (train_sac.py's defaults written out; tests/scripts/test_agent_scripts.py keeps the two equal).
+ISSUE_README_RUN, DEFAULT_README_RUN = CONFIGS / "embedded.yaml", CONFIGS / "digits.yaml"
 
 
 def updates_per_second(model: GlimpseSAC, train: Any, updates: int, batch_size: int) -> float:
@@ -140,6 +155,92 @@ def measure_critic_search(args: argparse.Namespace, threads: int) -> dict[str, A
     }
 
 
+def planned_updates(config: dict[str, Any]) -> int:
+    """Gradient steps a fresh ``train_sac.py`` run of a ``configs/sac`` preset takes: ``gradient_steps`` per
+    vector step after the warm-up."""
+    warm = max(0, config["total_timesteps"] - config["learning_starts"])
+    return warm // config["num_envs"] * config["gradient_steps"]
+
+
+def learning_rate(model: GlimpseSAC, num_envs: int, vector_steps: int, gradient_steps: int) -> float:
+    """Env steps/s of ``model.learn`` with ``gradient_steps`` updates per vector step (buffer already filled)."""
+    model.learning_starts, model.gradient_steps = 0, gradient_steps
+    steps = num_envs * vector_steps
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+    return steps / (time.perf_counter() - start)
+
+
+def measure_against_paper(args: argparse.Namespace, threads: int) -> dict[str, Any]:
+    """The paper's SAC on ``full`` through SB3's update against train_sac.py's default agent, alternating."""
+    torch.set_num_threads(threads)
+    default, issue_run = (yaml.safe_load(path.read_text()) for path in (DEFAULT_README_RUN, ISSUE_README_RUN))
+    fill = max(args.batch_size, default["batch_size"], args.fill_steps)
+    paper_env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, observation="full")
+    paper = make_sac(paper_env, seed=0, device=args.device, learning_starts=fill, buffer_size=max(fill, 2_000))
+    search_env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **default["env_kwargs"])
+    search = make_sac(
+        search_env, seed=0, device=args.device, learning_starts=fill, buffer_size=max(fill, 2_000),
+        lr_schedule=default["lr_schedule"], critic_search=CriticSearch(sharpness=default["critic_search_sharpness"]),
+    )  # fmt: skip
+    search.symmetry_augment = default["symmetry_augment"]
+    batch = {"paper": args.batch_size, "default": default["batch_size"]}
+    sides = {"paper": (paper, SAC.train, batch["paper"]), "default": (search, GlimpseSAC.train, batch["default"])}
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    for model, train, batch_size in sides.values():
+        model.learn(total_timesteps=fill)  # random warm-up only: fills the buffer
+        model.set_logger(configure(None, []))
+        train(model, gradient_steps=2, batch_size=batch_size)  # warm-up: allocator, kernels
+    for _ in range(args.repeats):
+        for name, (model, train, batch_size) in sides.items():
+            rates[name].append(updates_per_second(model, train, args.updates, batch_size))
+    search.phase_seconds = {}
+    GlimpseSAC.train(search, gradient_steps=args.updates, batch_size=batch["default"])
+    phases = {name: 1000 * seconds / args.updates for name, seconds in search.phase_seconds.items()}
+    search.phase_seconds = None
+    gradient_steps = {"paper": issue_run["gradient_steps"], "default": default["gradient_steps"]}
+    learning = {
+        name: learning_rate(model, args.num_envs, args.learn_vector_steps, gradient_steps[name])
+        for name, (model, _, _) in sides.items()
+    }
+    paper_env.close()
+    search_env.close()
+    return {
+        "threads": threads,
+        "batch": batch,
+        "updates": {name: statistics.median(values) for name, values in rates.items()},
+        "ratio": statistics.median(a / b for a, b in zip(rates["default"], rates["paper"], strict=True)),
+        "phases": phases,
+        "learn_env_steps": learning,
+        "gradient_steps": gradient_steps,
+        "planned_updates": {"paper": planned_updates(issue_run), "default": planned_updates(default)},
+    }
+
+
+def print_against_paper(rows: list[dict[str, Any]]) -> None:
+    """The ``--against-paper`` tables."""
+    print("\n| threads | side | batch | updates/s | default / paper | updates per vector step | env steps/s learning |"
+          " updates in its README run |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        for name, label in (("paper", "paper SAC, `full`, SB3 update"), ("default", "train_sac.py default")):
+            ratio = f"{row['ratio']:.2f}" if name == "default" else ""
+            print(
+                f"| {row['threads']} | {label} | {row['batch'][name]} | {row['updates'][name]:.2f} | {ratio} | "
+                f"{row['gradient_steps'][name]} | {row['learn_env_steps'][name]:.1f} | "
+                f"{row['planned_updates'][name]} |"
+            )
+    planned = rows[0]["planned_updates"]
+    print(f"\nREADME run updates: {planned['default']} against {planned['paper']} "
+          f"({planned['default'] / max(planned['paper'], 1):.1f}x)")  # fmt: skip
+    print("\nMilliseconds per update of the default agent, by phase:\n")
+    names = list(rows[0]["phases"])
+    print("| threads | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for row in rows:
+        print(f"| {row['threads']} | " + " | ".join(f"{row['phases'].get(name, 0.0):.1f}" for name in names) + " |")
+
+
 def print_critic_search(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """The ``--critic-search`` table."""
     narrow = SEARCH_CRITIC_WIDTH
@@ -167,8 +268,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--learn-vector-steps", type=int, default=8, help="vector steps of the learning timing")
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()], help="torch threads")
     parser.add_argument("--device", default="cpu", help="where the networks train (the env runs on the CPU)")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--critic-search", action="store_true", help="time the critic-search agent's update and acting instead"
+    )
+    mode.add_argument(
+        "--against-paper", action="store_true", help="time the paper's SAC on full against train_sac.py's default"
     )
     args = parser.parse_args(argv)
     for name in ("batch_size", "updates", "repeats", "num_envs", "learn_vector_steps"):
@@ -182,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(0)
     print(f"# {datetime.date.today()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"# {args.env_id}, batch {args.batch_size}, device {args.device}, {args.num_envs} envs")
+    if args.against_paper:
+        print_against_paper([measure_against_paper(args, threads) for threads in args.threads])
+        print(f"# load average at end {os.getloadavg()[0]:.2f}")
+        return 0
     if args.critic_search:
         print_critic_search([measure_critic_search(args, threads) for threads in args.threads], args)
         print(f"# load average at end {os.getloadavg()[0]:.2f}")

@@ -86,3 +86,25 @@ def test_probe_rewards_covers_every_step_once(capsys: pytest.CaptureFixture[str]
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| [")]
     assert len(rows) == 2 and sum(int(row[4]) for row in rows) == 14
     assert all(0.0 <= float(row[2]) <= 1.0 and 0.0 <= float(row[3]) <= 1.0 for row in rows)
+
+
+def test_benchmark_sac_times_the_paper_path_against_the_default(capsys: pytest.CaptureFixture[str]) -> None:
+    import benchmark_sac
+    import yaml
+
+    argv = ["--env-id", "AdaGlimpse-ClutteredDigits-Fast-v0", "--against-paper", "--batch-size", "8", "--updates",
+            "2", "--repeats", "1", "--num-envs", "2", "--fill-steps", "16", "--learn-vector-steps", "1",
+            "--threads", "1"]  # fmt: skip
+    assert benchmark_sac.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| 1 | ")]
+    paper, default = rows[0], rows[1]  # then the phases row
+    issue_run, default_run = (
+        yaml.safe_load(path.read_text()) for path in (benchmark_sac.ISSUE_README_RUN, benchmark_sac.DEFAULT_README_RUN)
+    )
+    assert int(paper[2]) == 8 and int(default[2]) == default_run["batch_size"]  # --batch-size, and the run's own
+    assert float(paper[3]) > 0 and float(default[3]) > 0 and float(default[4]) > 0
+    # The updates each README run plans: gradient steps per vector step after the warm-up.
+    assert int(paper[7]) == benchmark_sac.planned_updates(issue_run) == (34_000 - 10_000) // 32 * 1
+    assert int(default[7]) == benchmark_sac.planned_updates(default_run)
+    assert any(line.startswith("README run updates: ") for line in lines)
