@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         except (SB3FileError, ReplayBufferFileError) as error:
             raise RunFolderError(f"cannot resume from {output}: {error}; nothing was changed") from error
         run.remove_stale(progress)  # leftovers of killed saves go now rather than at the first checkpoint
+        model.tensorboard_log = str(output / "tensorboard")  # not in the zip: a resumed run logs as a fresh one
         # A new random stream for each resume point: a resumed run does not replay the images and actions it began with.
         model.set_random_seed(config.seed + step)
         buffer = model.replay_buffer

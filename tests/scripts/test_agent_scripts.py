@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,17 +122,26 @@ def test_killed_run_resumes_from_last_checkpoint(env_args: list[str], tmp_path: 
     process.wait()
     saved = json.loads((tmp_path / "progress.json").read_text())["num_timesteps"]
     assert saved >= 16
+    # The folder moved before resuming (copied elsewhere, as when a run is archived or shared): the resumed run
+    # writes only there, its TensorBoard logs included (they went to the old folder, named in the zip, before).
+    moved = tmp_path.parent / f"{tmp_path.name}_moved"
+    shutil.copytree(tmp_path, moved)
+    events_before = set(tmp_path.rglob("events.out.tfevents.*"))
     # Another --gradient-steps on resume: the run keeps its own, and config.json says so.
-    resumed = [*sac_args(env_args, tmp_path, saved + 16), "--resume", "--gradient-steps", "3"]
+    resumed = [*sac_args(env_args, moved, saved + 16), "--resume", "--gradient-steps", "3"]
     assert train_sac.main(resumed) == 0
-    progress = json.loads((tmp_path / "progress.json").read_text())
+    progress = json.loads((moved / "progress.json").read_text())
     assert progress["num_timesteps"] == saved + 16
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = json.loads((moved / "config.json").read_text())
     assert config["gradient_steps"] == train_sac.TrainConfig.gradient_steps and config["batch_size"] == 8
 
     from agents.replay import stored_transitions
 
-    assert stored_transitions(tmp_path / "replay_buffer.npz") == saved + 16
+    assert stored_transitions(moved / "replay_buffer.npz") == saved + 16
+    assert set(tmp_path.rglob("events.out.tfevents.*")) == events_before
+    new_events = set(moved.rglob("events.out.tfevents.*")) - {moved / p.relative_to(tmp_path) for p in events_before}
+    assert new_events and tensorboard_tags(next(iter(new_events)).parent)
+    shutil.rmtree(moved)
 
 
 def test_evaluate_prints_table_and_writes_files(env_args: list[str], tmp_path: Path, capsys) -> None:
