@@ -83,11 +83,13 @@ def _contrib(name: str, **kwargs: Any) -> Factory:
 
 def _sac_search(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
     """SAC acting by critic search (``map`` observation only), with the settings of train_sac.py's default run
-    (configs/sac/digits.yaml)."""
-    return make_sac(
+    (configs/sac/digits.yaml) but the common uniform warm-up."""
+    model = make_sac(
         env, seed=seed, device=device, critic_search=CriticSearch(), lr_schedule=False, learning_starts=2_000,
         batch_size=64, gradient_steps=4, buffer_size=30_000,
     )  # fmt: skip
+    model.symmetry_augment = True
+    return model
 
 
 #: name -> factory(env, seed, device). ``sac`` is the paper's (make_sac: its actor), ``sac_search`` the same SAC

@@ -6,10 +6,10 @@ The default run trains on the offline find-and-zoom task in its fast variant ``A
 (agents/critic_search.py): the setting that has learnt to find the digit on 2 CPU cores (docs/results.md); SAC
 with the paper's actor, on the paper's settings, is ``--config configs/sac/paper.yaml`` and the photo reconstruction
 run ``--config configs/sac/embedded.yaml``. Beyond the critic search the default differs from the paper's settings
-in a constant learning rate, batch 64, four updates per vector step, a 30k-transition replay and a 4k-step warm-up in
-which the hand-made ``salient`` baseline acts in half of the envs, for a 16k-step budget on 16 envs
-(docs/results.md). A YAML preset under ``configs/sac/`` sets any subset
-and flags override both.
+in a constant learning rate, batch 64, four updates per vector step, a 30k-transition replay replayed under random
+mirrors and transposes of the map (agents/symmetry.py) and a 4k-step warm-up in which the hand-made ``salient``
+baseline acts in half of the envs, for a 36k-step budget on 16 envs (docs/results.md). A YAML preset under
+``configs/sac/`` sets any subset and flags override both.
 
 Outputs in ``--output`` (:mod:`agents.run_folder`): ``model.zip`` (SB3), ``replay_buffer.npz`` (plain arrays),
 ``progress.json`` (written last: the checkpoint it names is complete), ``evaluation.json``, ``run_manifest.json``
@@ -22,7 +22,7 @@ start-up if ``--output`` cannot be written or its disk cannot hold two checkpoin
 
 Usage::
 
-    python scripts/train_sac.py                                   # find-and-zoom digits, about 10 min on 2 cores
+    python scripts/train_sac.py                                   # find-and-zoom digits, about 15 min on 2 cores
     python scripts/train_sac.py --config configs/sac/embedded.yaml  # photo reconstruction, ~15 min on 2 cores
     python scripts/train_sac.py --resume                          # continue a killed run
     python scripts/train_sac.py --deterministic --seed 1          # bit-for-bit repeatable (docs/determinism.md)
@@ -133,7 +133,7 @@ class TrainConfig:
     # many distinct episodes.
     eval_env_kwargs: dict[str, Any] = field(default_factory=dict)
     num_envs: int = 16
-    total_timesteps: int = 16_000
+    total_timesteps: int = 36_000
     learning_rate: float = PAPER_SAC["learning_rate"]
     lr_schedule: bool = False
     gamma: float = PAPER_SAC["gamma"]
@@ -142,7 +142,7 @@ class TrainConfig:
     # minute on a critic that learns where to look (docs/results.md).
     batch_size: int = 64
     buffer_size: int = 30_000
-    # 4k warm-up steps instead of the paper's 10k (on 2 CPU cores the whole run is 16k steps), with the salient
+    # 4k warm-up steps instead of the paper's 10k (on 2 CPU cores the whole run is 36k steps), with the salient
     # baseline acting in half of the envs: the replay starts with episodes that find the digit (docs/results.md).
     learning_starts: int = 4_000
     target_entropy: float = PAPER_SAC["target_entropy"]
@@ -155,7 +155,8 @@ class TrainConfig:
     where_loss_weight: float = 5.0
     critic_search: bool = True
     critic_search_sharpness: float = CriticSearch.sharpness
-    symmetry_augment: bool = False
+    # Eight views of every replayed transition: the same experience teaches the critic more (docs/results.md).
+    symmetry_augment: bool = True
     eval_every: int = 8_000
     eval_episodes: int = 96
     eval_envs: int = 16
