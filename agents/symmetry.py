@@ -10,8 +10,9 @@ DrQ (Kostrikov et al., 2020) applied with the transformation that the action spa
 spatial-action RL (Wang et al., "SO(2)-Equivariant Reinforcement Learning", 2022).
 
 What is not symmetric, and why it is small: the env floors a glimpse's corner to whole pixels (so a mirrored
-glimpse can sit one pixel off), the last cell of an odd-sided glimpse is a pixel wider, and a mirrored digit reads
-differently to the classifier; the critic only has to learn where glimpses pay, not what they read.
+glimpse can sit one pixel off), the last row and column of cells are wider by the remainder when the grid does not
+divide the glimpse's side (a pixel, with the 2 x 2 grid), and a mirrored digit reads differently to the
+classifier; the critic only has to learn where glimpses pay, not what they read.
 """
 
 from __future__ import annotations

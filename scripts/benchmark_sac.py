@@ -162,8 +162,12 @@ def planned_updates(config: dict[str, Any]) -> int:
     return warm // config["num_envs"] * config["gradient_steps"]
 
 
-def learning_rate(model: GlimpseSAC, num_envs: int, vector_steps: int, gradient_steps: int) -> float:
-    """Env steps/s of ``model.learn`` with ``gradient_steps`` updates per vector step (buffer already filled)."""
+def learn_env_steps_per_second(model: GlimpseSAC, num_envs: int, vector_steps: int, gradient_steps: int) -> float:
+    """Env steps/s of ``model.learn`` with ``gradient_steps`` updates per vector step, its buffer already filled.
+
+    Sets ``model.learning_starts`` to 0 and ``model.gradient_steps`` to ``gradient_steps`` (the model is a
+    benchmark's, used up by this call). ``learn`` runs ``GlimpseSAC.train`` on both sides.
+    """
     model.learning_starts, model.gradient_steps = 0, gradient_steps
     steps = num_envs * vector_steps
     start = time.perf_counter()
@@ -171,8 +175,17 @@ def learning_rate(model: GlimpseSAC, num_envs: int, vector_steps: int, gradient_
     return steps / (time.perf_counter() - start)
 
 
+#: The sides of ``--against-paper``: name -> label.
+AGAINST_PAPER_SIDES = {
+    "paper": "paper SAC, `full`, SB3 update",
+    "default": "train_sac.py default, its batch",
+    "default_paper_batch": "train_sac.py default, the paper's batch",
+}
+
+
 def measure_against_paper(args: argparse.Namespace, threads: int) -> dict[str, Any]:
-    """The paper's SAC on ``full`` through SB3's update against train_sac.py's default agent, alternating."""
+    """The paper's SAC on ``full`` through SB3's update against train_sac.py's default agent (at its own batch and
+    at the paper's), in alternating blocks; ratios to the paper side pair by pair."""
     torch.set_num_threads(threads)
     default, issue_run = (yaml.safe_load(path.read_text()) for path in (DEFAULT_README_RUN, ISSUE_README_RUN))
     fill = max(args.batch_size, default["batch_size"], args.fill_steps)
@@ -184,12 +197,17 @@ def measure_against_paper(args: argparse.Namespace, threads: int) -> dict[str, A
         lr_schedule=default["lr_schedule"], critic_search=CriticSearch(sharpness=default["critic_search_sharpness"]),
     )  # fmt: skip
     search.symmetry_augment = default["symmetry_augment"]
-    batch = {"paper": args.batch_size, "default": default["batch_size"]}
-    sides = {"paper": (paper, SAC.train, batch["paper"]), "default": (search, GlimpseSAC.train, batch["default"])}
+    batch = {"paper": args.batch_size, "default": default["batch_size"], "default_paper_batch": args.batch_size}
+    sides = {
+        "paper": (paper, SAC.train, batch["paper"]),
+        "default": (search, GlimpseSAC.train, batch["default"]),
+        "default_paper_batch": (search, GlimpseSAC.train, batch["default_paper_batch"]),
+    }
     rates: dict[str, list[float]] = {name: [] for name in sides}
-    for model, train, batch_size in sides.values():
+    for model in (paper, search):
         model.learn(total_timesteps=fill)  # random warm-up only: fills the buffer
         model.set_logger(configure(None, []))
+    for model, train, batch_size in sides.values():
         train(model, gradient_steps=2, batch_size=batch_size)  # warm-up: allocator, kernels
     for _ in range(args.repeats):
         for name, (model, train, batch_size) in sides.items():
@@ -200,8 +218,10 @@ def measure_against_paper(args: argparse.Namespace, threads: int) -> dict[str, A
     search.phase_seconds = None
     gradient_steps = {"paper": issue_run["gradient_steps"], "default": default["gradient_steps"]}
     learning = {
-        name: learning_rate(model, args.num_envs, args.learn_vector_steps, gradient_steps[name])
-        for name, (model, _, _) in sides.items()
+        "paper": learn_env_steps_per_second(paper, args.num_envs, args.learn_vector_steps, gradient_steps["paper"]),
+        "default": learn_env_steps_per_second(
+            search, args.num_envs, args.learn_vector_steps, gradient_steps["default"]
+        ),
     }
     paper_env.close()
     search_env.close()
@@ -209,7 +229,10 @@ def measure_against_paper(args: argparse.Namespace, threads: int) -> dict[str, A
         "threads": threads,
         "batch": batch,
         "updates": {name: statistics.median(values) for name, values in rates.items()},
-        "ratio": statistics.median(a / b for a, b in zip(rates["default"], rates["paper"], strict=True)),
+        "ratio": {
+            name: statistics.median(a / b for a, b in zip(rates[name], rates["paper"], strict=True))
+            for name in ("default", "default_paper_batch")
+        },
         "phases": phases,
         "learn_env_steps": learning,
         "gradient_steps": gradient_steps,
@@ -218,22 +241,27 @@ def measure_against_paper(args: argparse.Namespace, threads: int) -> dict[str, A
 
 
 def print_against_paper(rows: list[dict[str, Any]]) -> None:
-    """The ``--against-paper`` tables."""
-    print("\n| threads | side | batch | updates/s | default / paper | updates per vector step | env steps/s learning |"
-          " updates in its README run |")  # fmt: skip
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    """The ``--against-paper`` tables (the learning rate and the planned updates belong to a side's own run)."""
+    print("\n| threads | side | batch | updates/s | ratio to paper | transitions/s ratio | updates per vector step |"
+          " env steps/s learning | updates in its README run |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        for name, label in (("paper", "paper SAC, `full`, SB3 update"), ("default", "train_sac.py default")):
-            ratio = f"{row['ratio']:.2f}" if name == "default" else ""
+        for name, label in AGAINST_PAPER_SIDES.items():
+            ratio = row["ratio"].get(name)
+            ratios = f"{ratio:.2f} | {ratio * row['batch'][name] / row['batch']['paper']:.2f}" if ratio else " | "
+            own = name if name in row["gradient_steps"] else None
+            run = (
+                f"{row['gradient_steps'][own]} | {row['learn_env_steps'][own]:.1f} | {row['planned_updates'][own]}"
+                if own
+                else "- | - | -"
+            )
             print(
-                f"| {row['threads']} | {label} | {row['batch'][name]} | {row['updates'][name]:.2f} | {ratio} | "
-                f"{row['gradient_steps'][name]} | {row['learn_env_steps'][name]:.1f} | "
-                f"{row['planned_updates'][name]} |"
+                f"| {row['threads']} | {label} | {row['batch'][name]} | {row['updates'][name]:.2f} | {ratios} | {run} |"
             )
     planned = rows[0]["planned_updates"]
     print(f"\nREADME run updates: {planned['default']} against {planned['paper']} "
           f"({planned['default'] / max(planned['paper'], 1):.1f}x)")  # fmt: skip
-    print("\nMilliseconds per update of the default agent, by phase:\n")
+    print("\nMilliseconds per update of the default agent at its batch, by phase:\n")
     names = list(rows[0]["phases"])
     print("| threads | " + " | ".join(names) + " |")
     print("|---:|" + "---:|" * len(names))

@@ -22,7 +22,7 @@ start-up if ``--output`` cannot be written or its disk cannot hold two checkpoin
 
 Usage::
 
-    python scripts/train_sac.py                                   # find-and-zoom digits, about 15 min on 2 cores
+    python scripts/train_sac.py                                   # find-and-zoom digits, about 17 min on 2 cores
     python scripts/train_sac.py --config configs/sac/embedded.yaml  # photo reconstruction, ~15 min on 2 cores
     python scripts/train_sac.py --resume                          # continue a killed run
     python scripts/train_sac.py --deterministic --seed 1          # bit-for-bit repeatable (docs/determinism.md)
@@ -108,7 +108,8 @@ class TrainConfig:
             acts). A fresh run's setting (a resumed run keeps its own).
         critic_search_sharpness: that policy's inverse temperature, in standard deviations of the grid's values.
         symmetry_augment: with critic search, replay each transition under a random mirror or transpose of its
-            map and action (agents/symmetry.py); ignored otherwise.
+            map and action (agents/symmetry.py); off otherwise. On resume this value applies (as
+            where_loss_weight's), not the run's earlier one.
         eval_every: env steps between held-out evaluations.
         eval_episodes: episodes per held-out evaluation.
         eval_envs: envs of the held-out evaluation.
@@ -262,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         except (SB3FileError, ReplayBufferFileError) as error:
             raise RunFolderError(f"cannot resume from {output}: {error}; nothing was changed") from error
         run.remove_stale(progress)  # leftovers of killed saves go now rather than at the first checkpoint
-        model.tensorboard_log = str(output / "tensorboard")  # not in the zip: a resumed run logs as a fresh one
+        # SB3 restores the folder the run was started in; a copied or moved run logs to its own.
+        model.tensorboard_log = str(output / "tensorboard")
         # A new random stream for each resume point: a resumed run does not replay the images and actions it began with.
         model.set_random_seed(config.seed + step)
         buffer = model.replay_buffer
@@ -295,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             gradient_steps=config.gradient_steps,
         )
     model.where_loss_weight = config.where_loss_weight  # the config's value wins on resume too
+    # The config's value wins on resume too; without critic search there is nothing to augment, and config.json
+    # records what runs.
     model.symmetry_augment = config.symmetry_augment and getattr(model.policy, "critic_search", None) is not None
+    config = replace(config, symmetry_augment=model.symmetry_augment)
     warmup_policy = config.warmup_policy
     if warmup_policy == "salient" and train_env.episode.observation != "map":
         print("the salient warm-up reads the map observation: the warm-up acts at random here")

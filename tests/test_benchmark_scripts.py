@@ -98,13 +98,19 @@ def test_benchmark_sac_times_the_paper_path_against_the_default(capsys: pytest.C
     assert benchmark_sac.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| 1 | ")]
-    paper, default = rows[0], rows[1]  # then the phases row
+    paper, default, default_paper_batch = rows[:3]  # then the phases row
     issue_run, default_run = (
         yaml.safe_load(path.read_text()) for path in (benchmark_sac.ISSUE_README_RUN, benchmark_sac.DEFAULT_README_RUN)
     )
     assert int(paper[2]) == 8 and int(default[2]) == default_run["batch_size"]  # --batch-size, and the run's own
+    assert int(default_paper_batch[2]) == 8
     assert float(paper[3]) > 0 and float(default[3]) > 0 and float(default[4]) > 0
+    # Transitions/s ratio = updates/s ratio x batch ratio.
+    scale = default_run["batch_size"] / 8
+    assert float(default[5]) == pytest.approx(float(default[4]) * scale, abs=0.005 * scale + 0.006)  # 2 decimals
+    assert float(default_paper_batch[5]) == pytest.approx(float(default_paper_batch[4]), abs=0.011)
     # The updates each README run plans: gradient steps per vector step after the warm-up.
-    assert int(paper[7]) == benchmark_sac.planned_updates(issue_run) == (34_000 - 10_000) // 32 * 1
-    assert int(default[7]) == benchmark_sac.planned_updates(default_run)
+    assert int(paper[8]) == benchmark_sac.planned_updates(issue_run) == (34_000 - 10_000) // 32 * 1
+    assert int(default[8]) == benchmark_sac.planned_updates(default_run)
+    assert default_paper_batch[8].strip() == "-"
     assert any(line.startswith("README run updates: ") for line in lines)

@@ -90,9 +90,10 @@ class GlimpseMap:
         )  # fmt: skip
         inside = ((gy >= -1.0) & (gy < 1.0))[:, :, None] & ((gx >= -1.0) & (gx < 1.0))[:, None, :]  # (N, M, M)
         detail = cell_detail(torch.minimum(y2 - y1, x2 - x1), max(self.image_size))  # (N,)
-        # The cells of one glimpse tile it, except that on an odd side the last row and column of cells are a
-        # pixel wider and overlap their neighbours by one pixel (the original's `_calculate_crops`): a map pixel
-        # centred there is in two cells and takes their mean colour and the finer detail.
+        # The cells of one glimpse tile it, except that when g does not divide its side the cells of the last row
+        # and column are squares wider by the remainder (side mod g px) and overlap their neighbours by that much
+        # (the original's `_calculate_crops`): a map pixel centred there takes the covering cells' mean colour and
+        # the finest detail among them.
         inside = inside.reshape(rows, k, 1, m, m).float()
         cover = inside.sum(dim=1).clamp(min=1.0)
         new_pixels = (sampled.reshape(rows, k, 3, m, m) * inside).sum(dim=1) / cover

@@ -98,3 +98,32 @@ def test_sac_critic_search_with_symmetry_augmentation_trains_and_repeats(
     assert any(not torch.equal(plain[name], augmented[name]) for name in plain)  # the batches were moved
     for name, value in augmented.items():
         torch.testing.assert_close(again[name], value, atol=0, rtol=0)  # same seed, same update
+
+
+def test_the_update_moves_observations_next_observations_and_actions_together(
+    tiny_folder: Path, tiny_checkpoint: Path
+) -> None:
+    from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+    from agents.critic_search import CriticSearch
+    from agents.sac import make_sac
+
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
+    model = make_sac(env, seed=0, device="cpu", critic_search=CriticSearch(positions=3, scales=2))
+    side = env.observation_space.shape[-1]
+    # One bright map pixel where each action points; the next map is the same picture plus one.
+    torch.manual_seed(3)
+    rows, columns = torch.randint(0, side, (64,)), torch.randint(0, side, (64,))
+    observations = torch.zeros(64, *env.observation_space.shape)
+    observations[torch.arange(64), :, rows, columns] = 1.0
+    to_action = lambda pixel: 2.0 * pixel.float() / (side - 1) - 1.0  # noqa: E731
+    actions = torch.stack((to_action(columns), to_action(rows), torch.rand(64)), dim=1)
+    batch = ReplayBufferSamples(observations, actions, observations + 1.0, torch.zeros(64, 1), torch.zeros(64, 1))
+    moved = model._augmented(batch)
+    assert not torch.equal(moved.observations, observations)  # 64 draws: some moved
+    torch.testing.assert_close(moved.next_observations, moved.observations + 1.0)
+    bright = moved.observations[:, 0].flatten(1).argmax(dim=1)
+    torch.testing.assert_close(moved.actions[:, 0], to_action(bright % side))
+    torch.testing.assert_close(moved.actions[:, 1], to_action(bright // side))
+    torch.testing.assert_close(moved.actions[:, 2], actions[:, 2])
+    env.close()

@@ -67,6 +67,8 @@ def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_pat
     summary = json.loads((tmp_path / "evaluation.json").read_text())
     assert summary["num_timesteps"] == 32 and len(summary["evaluations"][-1]["metric_by_glimpse"]) == 3
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+    # The paper's agent on 'full' has no map to mirror: config.json records what ran, not the default's True.
+    assert json.loads((tmp_path / "config.json").read_text())["symmetry_augment"] is False
 
     # Every TensorBoard tag the README promises: episode return, final score, task metric and pixels seen of
     # training episodes; the held-out metric after each glimpse; losses; the entropy coefficient; the pictures.
@@ -281,6 +283,7 @@ def test_export_agent_writes_a_checkpoint_as_a_loadable_agent(env_args: list[str
     assert settings["num_timesteps"] == 32 and settings["acts_with"] == "critic_search"
     assert settings["evaluation"]["timesteps"] == 32  # the run's final evaluation, at that step
     assert settings["run_config"]["total_timesteps"] == 32
+    assert settings["run_config"]["symmetry_augment"]  # the default, with critic search on the map
     kwargs = parse_key_values(env_args[env_args.index("--env-kwargs") + 1 :])
     env = gym.make_vec(settings["env_id"], num_envs=2, split="val", observation="map", map_size=16, **kwargs)
     observations, _ = env.reset(seed=0)
