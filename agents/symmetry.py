@@ -42,8 +42,10 @@ def apply_symmetries(maps: torch.Tensor, symmetries: torch.Tensor) -> torch.Tens
         ``(B, C, H, W)``, a new tensor.
     """
     transpose, mirror_x, mirror_y = (symmetries[:, index, None, None, None] for index in range(3))
-    if bool(symmetries[:, 0].any()):
+    if maps.shape[-1] == maps.shape[-2]:  # a shape test, not a look at the draws: no wait for the device
         maps = torch.where(transpose, maps.transpose(-1, -2), maps)
+    elif bool(symmetries[:, 0].any()):
+        raise ValueError(f"a transpose was drawn for maps of shape {tuple(maps.shape)}: only square maps transpose")
     maps = torch.where(mirror_x, maps.flip(-1), maps)
     return torch.where(mirror_y, maps.flip(-2), maps)
 

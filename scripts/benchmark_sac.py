@@ -72,6 +72,28 @@ def updates_per_second(model: GlimpseSAC, train: Any, updates: int, batch_size: 
     return updates / (time.perf_counter() - start)
 
 
+def phase_milliseconds(model: GlimpseSAC, updates: int, batch_size: int) -> dict[str, float]:
+    """Milliseconds per update of ``GlimpseSAC.train`` by phase (:attr:`GlimpseSAC.phase_seconds`), over ``updates``."""
+    model.phase_seconds = {}
+    GlimpseSAC.train(model, gradient_steps=updates, batch_size=batch_size)
+    phases = {name: 1000 * seconds / updates for name, seconds in model.phase_seconds.items()}
+    model.phase_seconds = None
+    return phases
+
+
+def learn_env_steps_per_second(model: GlimpseSAC, num_envs: int, vector_steps: int, gradient_steps: int) -> float:
+    """Env steps/s of ``model.learn`` with ``gradient_steps`` updates per vector step, its buffer already filled.
+
+    Sets ``model.learning_starts`` to 0 and ``model.gradient_steps`` to ``gradient_steps`` (the model is a
+    benchmark's, used up by this call); ``learn`` updates with ``GlimpseSAC.train``.
+    """
+    model.learning_starts, model.gradient_steps = 0, gradient_steps
+    steps = num_envs * vector_steps
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+    return steps / (time.perf_counter() - start)
+
+
 def measure_preset(args: argparse.Namespace, preset: str, threads: int) -> dict[str, Any]:
     """One row of the table: SB3's and our update rates, our breakdown, env steps/s while learning."""
     torch.set_num_threads(threads)
@@ -89,16 +111,9 @@ def measure_preset(args: argparse.Namespace, preset: str, threads: int) -> dict[
         ours.append(updates_per_second(model, GlimpseSAC.train, args.updates, args.batch_size))
         ratios.append(ours[-1] / sb3[-1])
     model.where_loss_weight = where_loss_weight
-    model.phase_seconds = {}
-    GlimpseSAC.train(model, gradient_steps=args.updates, batch_size=args.batch_size)
-    phases = {name: 1000 * seconds / args.updates for name, seconds in model.phase_seconds.items()}
-    model.phase_seconds = None
-    # Env steps/s while learning: one update per vector step, as train_sac.py runs by default.
-    model.learning_starts = 0
-    steps = args.num_envs * args.learn_vector_steps
-    start = time.perf_counter()
-    model.learn(total_timesteps=steps, reset_num_timesteps=False)
-    learn_rate = steps / (time.perf_counter() - start)
+    phases = phase_milliseconds(model, args.updates, args.batch_size)
+    # Env steps/s while learning: one update per vector step, the paper's setting.
+    learn_rate = learn_env_steps_per_second(model, args.num_envs, args.learn_vector_steps, model.gradient_steps)
     env.close()
     return {
         "preset": preset,
@@ -162,19 +177,6 @@ def planned_updates(config: dict[str, Any]) -> int:
     return warm // config["num_envs"] * config["gradient_steps"]
 
 
-def learn_env_steps_per_second(model: GlimpseSAC, num_envs: int, vector_steps: int, gradient_steps: int) -> float:
-    """Env steps/s of ``model.learn`` with ``gradient_steps`` updates per vector step, its buffer already filled.
-
-    Sets ``model.learning_starts`` to 0 and ``model.gradient_steps`` to ``gradient_steps`` (the model is a
-    benchmark's, used up by this call). ``learn`` runs ``GlimpseSAC.train`` on both sides.
-    """
-    model.learning_starts, model.gradient_steps = 0, gradient_steps
-    steps = num_envs * vector_steps
-    start = time.perf_counter()
-    model.learn(total_timesteps=steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - start)
-
-
 #: The sides of ``--against-paper``: name -> label.
 AGAINST_PAPER_SIDES = {
     "paper": "paper SAC, `full`, SB3 update",
@@ -212,10 +214,7 @@ def measure_against_paper(args: argparse.Namespace, threads: int) -> dict[str, A
     for _ in range(args.repeats):
         for name, (model, train, batch_size) in sides.items():
             rates[name].append(updates_per_second(model, train, args.updates, batch_size))
-    search.phase_seconds = {}
-    GlimpseSAC.train(search, gradient_steps=args.updates, batch_size=batch["default"])
-    phases = {name: 1000 * seconds / args.updates for name, seconds in search.phase_seconds.items()}
-    search.phase_seconds = None
+    phases = phase_milliseconds(search, args.updates, batch["default"])
     gradient_steps = {"paper": issue_run["gradient_steps"], "default": default["gradient_steps"]}
     learning = {
         "paper": learn_env_steps_per_second(paper, args.num_envs, args.learn_vector_steps, gradient_steps["paper"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from map_env import tiny_map_env
@@ -127,3 +128,10 @@ def test_the_update_moves_observations_next_observations_and_actions_together(
     torch.testing.assert_close(moved.actions[:, 1], to_action(bright // side))
     torch.testing.assert_close(moved.actions[:, 2], actions[:, 2])
     env.close()
+
+
+def test_a_transpose_of_non_square_maps_is_refused() -> None:
+    maps = torch.zeros(2, 1, 4, 6)
+    apply_symmetries(maps, torch.tensor([[False, True, False], [False, False, True]]))  # mirrors are fine
+    with pytest.raises(ValueError, match="only square maps transpose"):
+        apply_symmetries(maps, torch.tensor([[True, False, False], [False, False, False]]))
