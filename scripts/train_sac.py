@@ -296,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             ent_coef=f"auto_{config.initial_ent_coef}",
             gradient_steps=config.gradient_steps,
         )
-    model.where_loss_weight = config.where_loss_weight  # the config's value wins on resume too
-    # The config's value wins on resume too; without critic search there is nothing to augment, and config.json
-    # records what runs.
+    # These two: the config's value wins on resume too. Without critic search there is nothing to augment, and
+    # config.json records what runs.
+    model.where_loss_weight = config.where_loss_weight
     model.symmetry_augment = config.symmetry_augment and getattr(model.policy, "critic_search", None) is not None
     config = replace(config, symmetry_augment=model.symmetry_augment)
     warmup_policy = config.warmup_policy
