@@ -94,9 +94,13 @@ class EvaluationCallback(BaseCallback):
         if pictures:
             for key, picture in self.pictures(recorder, result).items():
                 self.logger.record(key, Image(picture, "HWC"), exclude=("stdout", "log", "json", "csv"))
-        # Wall seconds since this (possibly resumed) training call began: learning curves per minute.
-        wall = round(time.perf_counter() - self._started, 1) if hasattr(self, "_started") else None
-        self.history.append({"timesteps": self.num_timesteps, "wall_s": wall, **result})
+        # Wall seconds since this (possibly resumed) training call began, with and without the evaluations so
+        # far (this one included in neither): learning curves per minute of training.
+        wall = train_wall = None
+        if hasattr(self, "_started"):
+            wall = round(started - self._started, 1)
+            train_wall = round(started - self._started - self.evaluation_seconds, 1)
+        self.history.append({"timesteps": self.num_timesteps, "wall_s": wall, "train_wall_s": train_wall, **result})
         self.evaluation_seconds += time.perf_counter() - started
         self.logger.dump(self.num_timesteps)
         return result
@@ -161,20 +165,27 @@ class WallClockLimitCallback(BaseCallback):
 
     Args:
         minutes: the budget (> 0).
+        evaluation: an :class:`EvaluationCallback` of the same run whose time is not counted, so that a run that
+            evaluates more often (a faster one, at the same ``every`` in env steps) does not train for less.
     """
 
-    def __init__(self, minutes: float) -> None:
+    def __init__(self, minutes: float, evaluation: EvaluationCallback | None = None) -> None:
         super().__init__()
         if not minutes > 0:
             raise ValueError(f"WallClockLimitCallback requires minutes > 0, got {minutes}")
-        self.minutes = minutes
+        self.minutes, self.evaluation = minutes, evaluation
         self.stopped_at: int | None = None
 
     def _on_training_start(self) -> None:
-        self._deadline = time.perf_counter() + 60.0 * self.minutes
+        self._started = time.perf_counter()
+
+    def elapsed_seconds(self) -> float:
+        """Seconds counted against the budget so far."""
+        excluded = self.evaluation.evaluation_seconds if self.evaluation is not None else 0.0
+        return time.perf_counter() - self._started - excluded
 
     def _on_step(self) -> bool:
-        if time.perf_counter() < self._deadline:
+        if self.elapsed_seconds() < 60.0 * self.minutes:
             return True
         self.stopped_at = self.num_timesteps
         return False

@@ -1,12 +1,20 @@
-"""Learning curves of a ``scripts/benchmark_agents.py --curve-every N`` run: a picture and a Markdown table.
+"""Learning curves, a picture and a Markdown table: of a ``scripts/benchmark_agents.py --curve-every N`` run over
+env steps, or of ``scripts/train_sac.py`` run folders over minutes of training.
 
-Each algorithm's curve is the held-out metric after the last glimpse at every evaluation point, the mean over its
-seeds; baselines in the same results file are drawn as flat lines at their value (what an agent has to beat).
-Curve points are measured on the first ``--curve-episodes`` val scenes, baselines on ``--eval-episodes``.
+Benchmark results: each algorithm's curve is the held-out metric after the last glimpse at every evaluation
+point, the mean over its seeds; baselines in the same results file are drawn as flat lines at their value (what
+an agent has to beat). Curve points are measured on the first ``--curve-episodes`` val scenes, baselines on
+``--eval-episodes``.
+
+Run folders (``--runs``): each run's held-out metric after the last glimpse against the wall-clock minutes it had
+trained when it was evaluated (its evaluations' own time left out), read from ``evaluation.json``: learning per
+minute, for settings that differ in cost per step (trunk, replay ratio, batch). Every ``--minute-step`` minutes a
+run shows its latest evaluation (what stopping it then would give); runs should share the machine alike.
 
 Usage::
 
     python scripts/plot_learning_curves.py runs/benchmark_agents/results.json --output docs/images/curves.png
+    python scripts/plot_learning_curves.py --runs runs/a runs/b --output docs/images/per_minute.png
 """
 
 from __future__ import annotations
@@ -87,6 +95,58 @@ def mean_curves(runs: list[dict[str, Any]]) -> tuple[list[int], dict[str, list[f
     return timesteps, curves, {name: len(rows) for name, rows in by_name.items()}
 
 
+def minute_curves(
+    run_dirs: list[Path], minute_step: float
+) -> tuple[list[float], dict[str, list[float]], dict[str, int]]:
+    """Per ``train_sac.py`` run folder, its latest held-out metric after the last glimpse every ``minute_step``
+    minutes of training (NaN before its first evaluation).
+
+    Returns:
+        ``(minutes, curves, steps)``: the grid of training minutes, run name -> values on it, and run name ->
+        env steps it trained.
+
+    Raises:
+        SystemExit: a folder without ``evaluation.json`` or whose evaluations lack their training time.
+    """
+    if not minute_step > 0:
+        raise SystemExit(f"--minute-step must be > 0, got {minute_step}")
+    points: dict[str, list[tuple[float, float]]] = {}
+    steps: dict[str, int] = {}
+    for folder in run_dirs:
+        path = folder / "evaluation.json"
+        try:
+            record = json.loads(path.read_text())
+            evaluations = record["evaluations"]
+            points[folder.name] = sorted(
+                (float(row["train_wall_s"]) / 60.0, float(row["metric_by_glimpse"][-1])) for row in evaluations
+            )
+            steps[folder.name] = int(record["num_timesteps"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as error:
+            raise SystemExit(
+                f"{path} is not the evaluation.json of a finished scripts/train_sac.py run that records each "
+                f"evaluation's training time (train_wall_s): {error!r}"
+            ) from error
+    end = max(minute for rows in points.values() for minute, _ in rows)
+    count = int(np.floor(end / minute_step + 1e-9)) + 1
+    minutes = [round(index * minute_step, 6) for index in range(count)]
+    curves = {
+        name: [next((value for at, value in reversed(rows) if at <= minute + 1e-9), float("nan")) for minute in minutes]
+        for name, rows in points.items()
+    }
+    return minutes, curves, steps
+
+
+def minute_table(minutes: list[float], curves: dict[str, list[float]], steps: dict[str, int], metric: str) -> str:
+    """The per-minute curves as a Markdown table: one row per minute, one column per run."""
+    names = list(curves)
+    header = " | ".join(f"{name} ({steps[name]} steps)" for name in names)
+    lines = [f"| training minutes | {header} |", "|---:|" + "---:|" * len(names)]
+    for index, minute in enumerate(minutes):
+        cells = ["" if np.isnan(curves[name][index]) else f"{curves[name][index]:.3f}" for name in names]
+        lines.append(f"| {minute:g} | " + " | ".join(cells) + " |")
+    return f"{metric} after the last glimpse, latest evaluation by then:\n\n" + "\n".join(lines)
+
+
 def markdown_table(timesteps: list[int], curves: dict[str, list[float]], seeds: dict[str, int], metric: str) -> str:
     """The curves as a Markdown table: one row per evaluation point, one column per algorithm."""
     names = list(curves)
@@ -99,7 +159,9 @@ def markdown_table(timesteps: list[int], curves: dict[str, list[float]], seeds: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, nargs="+", help="results JSON files of benchmark_agents.py")
+    parser.add_argument("results", type=Path, nargs="*", help="results JSON files of benchmark_agents.py")
+    parser.add_argument("--runs", type=Path, nargs="+", help="train_sac.py run folders: curves over training minutes")
+    parser.add_argument("--minute-step", type=float, default=1.0, help="grid of the --runs curves, in minutes")
     parser.add_argument("--output", type=Path, default=Path("runs/benchmark_agents/learning_curves.png"))
     parser.add_argument("--size", type=int, nargs=2, default=(300, 480), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--title", default=None, help="text above the plot (default: the metric)")
@@ -108,6 +170,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if bool(args.results) == bool(args.runs):
+        raise SystemExit("give benchmark_agents.py results files or --runs with train_sac.py run folders (not both)")
+    if args.runs:
+        minutes, per_minute, steps = minute_curves(args.runs, args.minute_step)
+        metric = json.loads((args.runs[0] / "evaluation.json").read_text())["evaluations"][-1].get("metric", "metric")
+        picture = draw_curves(
+            per_minute, tuple(args.size), args.title or f"held-out {metric} after the last glimpse",
+            x_label="training minutes", x_ends=("0", f"{minutes[-1]:g}"),
+        )  # fmt: skip
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(args.output)
+        print(minute_table(minutes, per_minute, steps, str(metric)))
+        print(f"\nwrote {args.output}")
+        return 0
     runs = load_runs(args.results)
     timesteps, curves, seeds = mean_curves(runs)
     metric = str(runs[0].get("metric", "metric"))

@@ -120,8 +120,9 @@ class TrainConfig:
         device: where the agent's networks train (auto, cpu, cuda, cuda:1, ...).
         env_device: where the envs' frozen model runs.
         threads: torch CPU threads (default: torch's choice).
-        time_limit_min: stop learning after this many wall-clock minutes, then save and evaluate as at the end
-            (for comparisons at equal time; the step count then depends on the machine).
+        time_limit_min: stop learning after this many wall-clock minutes of training (held-out evaluations not
+            counted), then save and evaluate as at the end (for comparisons at equal time; the step count then
+            depends on the machine).
         output: run folder (checkpoints, progress, evaluation, TensorBoard logs).
         resume: continue from the run folder's last complete checkpoint.
         progress_bar: show a progress bar.
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.progress_bar:
         callbacks.append(ProgressBarCallback(config.total_timesteps))
     if config.time_limit_min is not None:
-        callbacks.append(WallClockLimitCallback(config.time_limit_min))
+        callbacks.append(WallClockLimitCallback(config.time_limit_min, evaluation))
 
     start = time.perf_counter()
     remaining = max(0, config.total_timesteps - model.num_timesteps)

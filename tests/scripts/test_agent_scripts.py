@@ -66,6 +66,7 @@ def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_pat
     assert progress == {"num_timesteps": 32, "replay_buffer": True}
     summary = json.loads((tmp_path / "evaluation.json").read_text())
     assert summary["num_timesteps"] == 32 and len(summary["evaluations"][-1]["metric_by_glimpse"]) == 3
+    assert all(0 <= row["train_wall_s"] <= row["wall_s"] for row in summary["evaluations"])
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
     # The paper's agent on 'full' has no map to mirror: config.json records what ran, not the default's True.
     assert json.loads((tmp_path / "config.json").read_text())["symmetry_augment"] is False
@@ -234,6 +235,39 @@ def test_plot_learning_curves_keeps_the_points_every_run_shares(tmp_path: Path, 
     captured = capsys.readouterr()
     assert "| 8 | 0.300 | 0.100 |" in captured.out and "| 12 |" not in captured.out
     assert "ppo seed 0's points at [12] are left out" in captured.err
+
+
+def test_plot_learning_curves_per_training_minute_of_run_folders(tmp_path: Path, capsys) -> None:
+    def run_folder(name: str, points: list[tuple[float, float]]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        evaluations = [
+            {"timesteps": 100 * index, "wall_s": seconds + 20.0 * index, "train_wall_s": seconds,
+             "metric": "accuracy", "metric_by_glimpse": [0.1, value]}
+            for index, (seconds, value) in enumerate(points, start=1)
+        ]  # fmt: skip
+        (folder / "evaluation.json").write_text(json.dumps({"num_timesteps": 300, "evaluations": evaluations}))
+        return folder
+
+    # A fast run evaluated every 50 s of training, a slow one every 110 s: each minute shows the latest value.
+    fast = run_folder("fast", [(50.0, 0.2), (100.0, 0.4), (150.0, 0.5)])
+    slow = run_folder("slow", [(110.0, 0.3), (220.0, 0.35)])
+    picture = tmp_path / "minutes.png"
+    argv = ["--runs", str(fast), str(slow), "--minute-step", "1", "--output", str(picture)]
+    assert plot_learning_curves.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| training minutes | fast (300 steps) | slow (300 steps) |" in out
+    assert "| 0 |  |  |" in out and "| 1 | 0.200 |  |" in out
+    assert "| 2 | 0.400 | 0.300 |" in out and "| 3 | 0.500 | 0.300 |" in out
+    assert Image.open(picture).size == (480, 300)
+    # A folder of an older run, whose evaluations lack their training time, is named in the error.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "evaluation.json").write_text(json.dumps({"num_timesteps": 1, "evaluations": [{"wall_s": 1.0}]}))
+    with pytest.raises(SystemExit, match="train_wall_s"):
+        plot_learning_curves.main(["--runs", str(old)])
+    with pytest.raises(SystemExit, match="not both"):
+        plot_learning_curves.main([str(tmp_path / "r.json"), "--runs", str(fast)])
 
 
 def test_benchmark_agents_critic_search_with_early_stop(env_args: list[str], tmp_path: Path, capsys) -> None:
