@@ -81,7 +81,9 @@ class PretrainConfig:
             place a target, e.g. digits; see target_glimpse_actions).
         target_glimpse_scale: (min, max) side of those glimpses as a multiple of the target's size.
         target_glimpse_placement: where those glimpses put the target: ``cell`` (inside one of the glimpse's
-            cells) or ``anywhere`` (anywhere wholly inside the glimpse: centred, cut across cells or inside one).
+            cells), ``centred`` (at the glimpse's centre, cut in ``g x g`` by its cells), ``anywhere`` (anywhere
+            wholly inside the glimpse: centred, cut across cells or inside one) or ``mixed`` (each glimpse one of
+            the other three at random).
         num_workers: background decoding workers.
         seed: seed.
         device: where to train.
@@ -124,7 +126,7 @@ class PretrainConfig:
     whole_image_first: float = 0.5
     target_glimpses: float = 0.0
     target_glimpse_scale: list[float] = field(default_factory=lambda: [2.0, 3.5])
-    target_glimpse_placement: Literal["cell", "anywhere"] = "cell"
+    target_glimpse_placement: Literal["cell", "centred", "anywhere", "mixed"] = "cell"
     num_workers: int = 2
     seed: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -159,13 +161,15 @@ def target_glimpse_actions(
     """Glimpses that show the target: squares ``scale`` times the target's longer side (log-uniform).
 
     ``placement="cell"`` puts the target's centre near the centre of a random cell (within an eighth of the glimpse
-    side); ``"anywhere"`` puts the target anywhere wholly inside the glimpse (its centre uniform over the positions
-    that keep it inside), so centred targets cut into ``g x g`` cells are among them.
+    side); ``"centred"`` near the glimpse's centre (within a sixteenth of its side), where the cells cut it into
+    ``g x g`` pieces; ``"anywhere"`` anywhere wholly inside the glimpse (its centre uniform over the positions
+    that keep it inside), so targets cut across cells are among them; ``"mixed"`` picks one of those three
+    for each glimpse at random.
 
     Why two: reading a target cut across cells needs the encoder to put the cells back together from their
     absolute box embeddings, which a small model learns slowly (measured: a micro model read 12% of digits cut in
     four after 600 steps of such glimpses, 76% of digits inside one cell after 400). So the shipped classifier
-    first learns the digits inside one cell, then is fine-tuned on ``anywhere`` (docs/tasks.md).
+    first learns the digits inside one cell, then is fine-tuned on ``anywhere`` and on ``mixed`` (docs/tasks.md).
 
     Args:
         target_boxes: ``(B, 4)`` pixel boxes ``(y1, x1, y2, x2)``.
@@ -183,6 +187,17 @@ def target_glimpse_actions(
         # Target centre uniform over the glimpse positions that keep the whole target inside.
         room = (side - extent)[..., None].clamp(min=0)
         glimpse_centre = centre + (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * room
+    elif placement == "centred":
+        # Within a sixteenth of the side of the glimpse's centre, so the g x g cells cut the target.
+        jitter = (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * side[..., None] / 8
+        glimpse_centre = centre + jitter
+    elif placement == "mixed":
+        kinds = [
+            target_glimpse_actions(target_boxes, num_glimpses, scale, image_size, grid_size, generator, kind)
+            for kind in ("cell", "centred", "anywhere")
+        ]
+        pick = torch.randint(0, len(kinds), (batch, num_glimpses, 1), generator=generator)
+        return torch.stack(kinds).gather(0, pick[None].expand(1, -1, -1, 3))[0]
     elif placement == "cell":
         cell = torch.randint(0, grid_size, (batch, num_glimpses, 2), generator=generator).float()
         # Offset from the glimpse centre to the chosen cell's centre, plus a jitter of up to side / 8 either way.
@@ -190,7 +205,9 @@ def target_glimpse_actions(
         jitter = (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * side[..., None] / 4
         glimpse_centre = centre - offset + jitter
     else:
-        raise ValueError(f"target glimpse placement must be 'cell' or 'anywhere', got {placement!r}")
+        raise ValueError(
+            f"target glimpse placement must be 'cell', 'centred', 'anywhere' or 'mixed', got {placement!r}"
+        )
     unit = centred_unit_action(glimpse_centre.reshape(-1, 2), side.reshape(-1), image_size, grid_size)
     return unit.reshape(batch, num_glimpses, 3)
 

@@ -135,7 +135,7 @@ def test_segmentation_from_masks_with_encoder_from_reconstruction(folder: Path, 
     assert (create_model("tiny", "segmentation").blocks[0].attn.qkv.weight - start).abs().max() > 0.05
 
 
-@pytest.mark.parametrize("placement", ["cell", "anywhere"])
+@pytest.mark.parametrize("placement", ["cell", "centred", "anywhere", "mixed"])
 def test_target_glimpses_show_the_whole_target(placement: str) -> None:
     import torch
 
@@ -149,15 +149,21 @@ def test_target_glimpses_show_the_whole_target(placement: str) -> None:
     crops = torch.cat((crop[:, :2], crop[:, :2] + crop[:, 2:]), dim=1)  # y1 x1 y2 x2
     repeated = targets.repeat_interleave(5, dim=0)
     middle = (crops[:, :2] + crops[:, 2:]) / 2
+    inside = ((crops[:, :2] <= repeated[:, :2] + 1) & (crops[:, 2:] >= repeated[:, 2:] - 1)).all(dim=1)
+    side = crop[:, 2:]
+    offset = ((repeated[:, :2] + repeated[:, 2:]) / 2 - middle).abs()
+    in_a_cell = ((offset - side / 4).abs() <= side / 8 + 1).all(dim=1)
+    centred = (offset <= side / 16 + 1).all(dim=1)  # the cells' corner cuts the target in four
+    cut = ((repeated[:, :2] < middle) & (repeated[:, 2:] > middle)).any(dim=1)
     if placement == "anywhere":  # the whole target inside, often cut across the cells
-        inside = (crops[:, :2] <= repeated[:, :2] + 1) & (crops[:, 2:] >= repeated[:, 2:] - 1)
-        assert inside.all()
-        assert ((repeated[:, :2] < middle) & (repeated[:, 2:] > middle)).any(dim=1).float().mean() > 0.3
-    else:  # the target's centre within an eighth of the side from the centre of one cell
-        side = crop[:, 2:]
-        offset = ((repeated[:, :2] + repeated[:, 2:]) / 2 - middle).abs()
-        assert ((offset - side / 4).abs() <= side / 8 + 1).all()
-    with pytest.raises(ValueError, match="placement must be 'cell' or 'anywhere'"):
+        assert inside.all() and cut.float().mean() > 0.3
+    elif placement == "cell":  # the target's centre within an eighth of the side from the centre of one cell
+        assert in_a_cell.all()
+    elif placement == "centred":
+        assert inside.all() and centred.all() and cut.all()
+    else:  # each glimpse one of the three: about a third each of centred and inside a cell
+        assert 0.2 < centred.float().mean() < 0.5 and 0.2 < in_a_cell.float().mean() < 0.6
+    with pytest.raises(ValueError, match="placement must be 'cell', 'centred', 'anywhere' or 'mixed'"):
         pretrain_mae.target_glimpse_actions(targets, 1, (2.0, 3.5), (224, 224), 2, generator, "centre")
 
 
