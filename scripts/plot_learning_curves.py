@@ -139,7 +139,7 @@ def minute_curves(
 def minute_table(minutes: list[float], curves: dict[str, list[float]], steps: dict[str, int], metric: str) -> str:
     """The per-minute curves as a Markdown table: one row per minute, one column per run."""
     names = list(curves)
-    header = " | ".join(f"{name} ({steps[name]} steps)" for name in names)
+    header = " | ".join(f"{name} ({steps[name]} steps)" if name in steps else name for name in names)
     lines = [f"| training minutes | {header} |", "|---:|" + "---:|" * len(names)]
     for index, minute in enumerate(minutes):
         cells = ["" if np.isnan(curves[name][index]) else f"{curves[name][index]:.3f}" for name in names]
@@ -162,6 +162,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("results", type=Path, nargs="*", help="results JSON files of benchmark_agents.py")
     parser.add_argument("--runs", type=Path, nargs="+", help="train_sac.py run folders: curves over training minutes")
     parser.add_argument("--minute-step", type=float, default=1.0, help="grid of the --runs curves, in minutes")
+    parser.add_argument(
+        "--reference", nargs="+", default=[], metavar="NAME=VALUE",
+        help="flat lines drawn beside the --runs curves, e.g. random=0.085 (a baseline measured elsewhere)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path("runs/benchmark_agents/learning_curves.png"))
     parser.add_argument("--size", type=int, nargs=2, default=(300, 480), metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--title", default=None, help="text above the plot (default: the metric)")
@@ -174,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("give benchmark_agents.py results files or --runs with train_sac.py run folders (not both)")
     if args.runs:
         minutes, per_minute, steps = minute_curves(args.runs, args.minute_step)
+        for reference in args.reference:
+            name, _, value = reference.partition("=")
+            try:
+                per_minute[f"{name} (reference)"] = [float(value)] * len(minutes)
+            except ValueError:
+                raise SystemExit(f"--reference takes NAME=VALUE with a number, got {reference!r}") from None
         metric = json.loads((args.runs[0] / "evaluation.json").read_text())["evaluations"][-1].get("metric", "metric")
         picture = draw_curves(
             per_minute, tuple(args.size), args.title or f"held-out {metric} after the last glimpse",

@@ -253,12 +253,12 @@ def test_plot_learning_curves_per_training_minute_of_run_folders(tmp_path: Path,
     fast = run_folder("fast", [(50.0, 0.2), (100.0, 0.4), (150.0, 0.5)])
     slow = run_folder("slow", [(110.0, 0.3), (220.0, 0.35)])
     picture = tmp_path / "minutes.png"
-    argv = ["--runs", str(fast), str(slow), "--minute-step", "1", "--output", str(picture)]
+    argv = ["--runs", str(fast), str(slow), "--minute-step", "1", "--reference", "random=0.1", "--output", str(picture)]
     assert plot_learning_curves.main(argv) == 0
     out = capsys.readouterr().out
-    assert "| training minutes | fast (300 steps) | slow (300 steps) |" in out
-    assert "| 0 |  |  |" in out and "| 1 | 0.200 |  |" in out
-    assert "| 2 | 0.400 | 0.300 |" in out and "| 3 | 0.500 | 0.300 |" in out
+    assert "| training minutes | fast (300 steps) | slow (300 steps) | random (reference) |" in out
+    assert "| 0 |  |  | 0.100 |" in out and "| 1 | 0.200 |  | 0.100 |" in out
+    assert "| 2 | 0.400 | 0.300 | 0.100 |" in out and "| 3 | 0.500 | 0.300 | 0.100 |" in out
     assert Image.open(picture).size == (480, 300)
     # A folder of an older run, whose evaluations lack their training time, is named in the error.
     old = tmp_path / "old"
@@ -266,6 +266,8 @@ def test_plot_learning_curves_per_training_minute_of_run_folders(tmp_path: Path,
     (old / "evaluation.json").write_text(json.dumps({"num_timesteps": 1, "evaluations": [{"wall_s": 1.0}]}))
     with pytest.raises(SystemExit, match="train_wall_s"):
         plot_learning_curves.main(["--runs", str(old)])
+    with pytest.raises(SystemExit, match="NAME=VALUE with a number"):
+        plot_learning_curves.main(["--runs", str(fast), "--reference", "random"])
     with pytest.raises(SystemExit, match="not both"):
         plot_learning_curves.main([str(tmp_path / "r.json"), "--runs", str(fast)])
 
