@@ -38,7 +38,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from adaglimpse_env.datasets import ImageSource, SeededOrder, TransformConfig, UnreadableFiles, build_image_source
-from adaglimpse_env.glimpse import centred_unit_action, extract_glimpses
+from adaglimpse_env.glimpse_sets import TargetPlacement, sample_glimpses
 from adaglimpse_env.models import ElasticMAE, create_model, load_model, save_model
 from adaglimpse_env.models.checkpoint import atomic_torch_save, safe_torch_load
 from adaglimpse_env.normalization import to_pixels
@@ -78,7 +78,7 @@ class PretrainConfig:
         max_glimpses: most glimpses per training image (at least min_glimpses).
         whole_image_first: fraction of images whose first glimpse is the whole image.
         target_glimpses: chance that each later glimpse shows the source's target inside one cell (sources that
-            place a target, e.g. digits; see target_glimpse_actions).
+            place a target, e.g. digits; see :func:`adaglimpse_env.glimpse_sets.target_glimpse_actions`).
         target_glimpse_scale: (min, max) side of those glimpses as a multiple of the target's size.
         target_glimpse_placement: where those glimpses put the target: ``cell`` (inside one of the glimpse's
             cells), ``centred`` (at the glimpse's centre, cut in ``g x g`` by its cells), ``anywhere`` (anywhere
@@ -126,7 +126,7 @@ class PretrainConfig:
     whole_image_first: float = 0.5
     target_glimpses: float = 0.0
     target_glimpse_scale: list[float] = field(default_factory=lambda: [2.0, 3.5])
-    target_glimpse_placement: Literal["cell", "centred", "anywhere", "mixed"] = "cell"
+    target_glimpse_placement: TargetPlacement = "cell"
     num_workers: int = 2
     seed: int = 0
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -151,105 +151,6 @@ class PretrainConfig:
 
 def parse_args(argv: list[str] | None) -> PretrainConfig:
     return parse_config(PretrainConfig, argv, __doc__.splitlines()[0])
-
-
-# ---------------------------------------------------------------------------------------------------- glimpses
-def target_glimpse_actions(
-    target_boxes: torch.Tensor, num_glimpses: int, scale: tuple[float, float], image_size: tuple[int, int],
-    grid_size: int, generator: torch.Generator, placement: str = "cell",
-) -> torch.Tensor:  # fmt: skip
-    """Glimpses that show the target: squares ``scale`` times the target's longer side (log-uniform).
-
-    ``placement="cell"`` puts the target's centre near the centre of a random cell (within an eighth of the glimpse
-    side); ``"centred"`` near the glimpse's centre (within a sixteenth of its side), where the cells cut it into
-    ``g x g`` pieces; ``"anywhere"`` anywhere wholly inside the glimpse (its centre uniform over the positions
-    that keep it inside), so targets cut across cells are among them; ``"mixed"`` picks one of those three
-    for each glimpse at random.
-
-    Why two: reading a target cut across cells needs the encoder to put the cells back together from their
-    absolute box embeddings, which a small model learns slowly (measured: a micro model read 12% of digits cut in
-    four after 600 steps of such glimpses, 76% of digits inside one cell after 400). So the shipped classifier
-    first learns the digits inside one cell, then is fine-tuned on ``anywhere`` and on ``mixed`` (docs/tasks.md).
-
-    Args:
-        target_boxes: ``(B, 4)`` pixel boxes ``(y1, x1, y2, x2)``.
-
-    Returns:
-        ``(B, num_glimpses, 3)`` original-order unit actions.
-    """
-    batch = target_boxes.shape[0]
-    boxes = target_boxes.float().cpu()
-    centre = ((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None].expand(batch, num_glimpses, 2)
-    extent = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)[:, None]
-    low, high = math.log(scale[0]), math.log(scale[1])
-    side = extent * torch.exp(low + (high - low) * torch.rand(batch, num_glimpses, generator=generator))
-    if placement == "anywhere":
-        # Target centre uniform over the glimpse positions that keep the whole target inside.
-        room = (side - extent)[..., None].clamp(min=0)
-        glimpse_centre = centre + (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * room
-    elif placement == "centred":
-        # Within a sixteenth of the side of the glimpse's centre, so the g x g cells cut the target.
-        jitter = (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * side[..., None] / 8
-        glimpse_centre = centre + jitter
-    elif placement == "mixed":
-        kinds = [
-            target_glimpse_actions(target_boxes, num_glimpses, scale, image_size, grid_size, generator, kind)
-            for kind in ("cell", "centred", "anywhere")
-        ]
-        pick = torch.randint(0, len(kinds), (batch, num_glimpses, 1), generator=generator)
-        return torch.stack(kinds).gather(0, pick[None].expand(1, -1, -1, 3))[0]
-    elif placement == "cell":
-        cell = torch.randint(0, grid_size, (batch, num_glimpses, 2), generator=generator).float()
-        # Offset from the glimpse centre to the chosen cell's centre, plus a jitter of up to side / 8 either way.
-        offset = ((cell + 0.5) / grid_size - 0.5) * side[..., None]
-        jitter = (torch.rand(batch, num_glimpses, 2, generator=generator) - 0.5) * side[..., None] / 4
-        glimpse_centre = centre - offset + jitter
-    else:
-        raise ValueError(
-            f"target glimpse placement must be 'cell', 'centred', 'anywhere' or 'mixed', got {placement!r}"
-        )
-    unit = centred_unit_action(glimpse_centre.reshape(-1, 2), side.reshape(-1), image_size, grid_size)
-    return unit.reshape(batch, num_glimpses, 3)
-
-
-def sample_glimpses(
-    images: torch.Tensor,
-    num_glimpses: int,
-    grid_size: int,
-    whole_first: bool,
-    generator: torch.Generator,
-    target_boxes: torch.Tensor | None = None,
-    target_share: float = 0.0,
-    target_scale: tuple[float, float] = (2.0, 3.5),
-    target_placement: str = "cell",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_glimpses`` glimpses per image, cut as the env cuts them: uniform random squares, the first one the
-    whole image if ``whole_first``, and each later one on the target with probability ``target_share`` (needs
-    ``target_boxes (B, 4)``; see :func:`target_glimpse_actions`).
-
-    Returns:
-        ``(patches (B, k*g*g, 3, 16, 16), boxes (B, k*g*g, 4))``.
-    """
-    batch = images.shape[0]
-    unit = torch.rand(batch, num_glimpses, 3, generator=generator)
-    if target_boxes is not None and target_share > 0 and num_glimpses:
-        on_target = torch.rand(batch, num_glimpses, generator=generator) < target_share
-        size = (images.shape[2], images.shape[3])
-        aimed = target_glimpse_actions(
-            target_boxes, num_glimpses, target_scale, size, grid_size, generator, target_placement
-        )
-        unit = torch.where(on_target[..., None], aimed, unit)
-    unit = unit.to(images.device)
-    if whole_first and num_glimpses:
-        unit[:, 0] = torch.tensor([0.0, 0.0, 1.0], device=images.device)  # whole image as a coarse grid
-    patches, boxes = [], []
-    for k in range(num_glimpses):
-        glimpse_patches, glimpse_boxes = extract_glimpses(images, unit[:, k], grid_size)
-        patches.append(glimpse_patches)
-        boxes.append(glimpse_boxes)
-    if not patches:
-        return images.new_zeros(batch, 0, 3, 16, 16), torch.zeros(batch, 0, 4, dtype=torch.long, device=images.device)
-    return torch.cat(patches, dim=1), torch.cat(boxes, dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
