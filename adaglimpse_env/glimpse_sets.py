@@ -26,15 +26,17 @@ def target_glimpse_actions(
     """Glimpses that show the target: squares ``scale`` times the target's longer side (log-uniform).
 
     ``placement="cell"`` puts the target's centre near the centre of a random cell (within an eighth of the glimpse
-    side); ``"centred"`` near the glimpse's centre (within a sixteenth of its side), where the cells cut it into
-    ``g x g`` pieces; ``"anywhere"`` anywhere wholly inside the glimpse (its centre uniform over the positions
-    that keep it inside), so targets cut across cells are among them; ``"mixed"`` picks one of those three
-    for each glimpse at random.
+    side; a cell holds the whole target only when the glimpse is at least ``g`` times its size, so smaller scales
+    show it cut by the glimpse's edge); ``"centred"`` near the glimpse's centre (within a sixteenth of its side),
+    where the cells cut it into ``g x g`` pieces; ``"anywhere"`` anywhere wholly inside the glimpse (its centre
+    uniform over the positions that keep it inside), so targets cut across cells are among them; ``"mixed"``
+    picks one of those three for each glimpse at random.
 
-    Why two: reading a target cut across cells needs the encoder to put the cells back together from their
+    Why several: reading a target cut across cells needs the encoder to put the cells back together from their
     absolute box embeddings, which a small model learns slowly (measured: a micro model read 12% of digits cut in
-    four after 600 steps of such glimpses, 76% of digits inside one cell after 400). So the shipped classifier
-    first learns the digits inside one cell, then is fine-tuned on ``anywhere`` and on ``mixed`` (docs/tasks.md).
+    four after 600 steps of such glimpses, 76% of digits inside one cell after 400). So the digits classifier is
+    trained in phases, from digits inside one cell to digits anywhere (the configs in ``configs/pretrain/``,
+    docs/tasks.md).
 
     Args:
         target_boxes: ``(B, 4)`` pixel boxes ``(y1, x1, y2, x2)``.

@@ -79,8 +79,14 @@ class EvaluationCallback(BaseCallback):
             self.evaluate()
         return True
 
-    def evaluate(self) -> dict[str, Any]:
-        """Run the evaluation now and log it; returns the result."""
+    def evaluate(self, train_seconds: float | None = None) -> dict[str, Any]:
+        """Run the evaluation now and log it; returns the result.
+
+        Args:
+            train_seconds: the training seconds to record with it (``train_wall_s``); by default the seconds since
+                training began less the evaluations so far. Give it after training, when other work (the final
+                checkpoint) has run since the last step.
+        """
         started = time.perf_counter()
         pictures = self.env.render_mode == "rgb_array"
         recorder = EpisodeRecorder(render_episodes=self.sheet_episodes if pictures else 0)
@@ -100,6 +106,8 @@ class EvaluationCallback(BaseCallback):
         if hasattr(self, "_started"):
             wall = round(started - self._started, 1)
             train_wall = round(started - self._started - self.evaluation_seconds, 1)
+        if train_seconds is not None:
+            train_wall = round(train_seconds, 1)
         self.history.append({"timesteps": self.num_timesteps, "wall_s": wall, "train_wall_s": train_wall, **result})
         self.evaluation_seconds += time.perf_counter() - started
         self.logger.dump(self.num_timesteps)
@@ -160,8 +168,9 @@ class CheckpointCallback(BaseCallback):
 
 
 class WallClockLimitCallback(BaseCallback):
-    """Stops training once ``minutes`` of wall-clock time have passed since this training call began: runs
-    compared on learning per minute get the same time, whatever their speed.
+    """Stops training once ``minutes`` of wall-clock time have passed since this training call began, less the
+    time of a given evaluation callback: runs compared on learning per minute get the same training time,
+    whatever their speed. A resumed run gets the budget anew.
 
     Args:
         minutes: the budget (> 0).

@@ -9,7 +9,8 @@ an agent has to beat). Curve points are measured on the first ``--curve-episodes
 Run folders (``--runs``): each run's held-out metric after the last glimpse against the wall-clock minutes it had
 trained when it was evaluated (its evaluations' own time left out), read from ``evaluation.json``: learning per
 minute, for settings that differ in cost per step (trunk, replay ratio, batch). Every ``--minute-step`` minutes a
-run shows its latest evaluation (what stopping it then would give); runs should share the machine alike.
+run shows its latest evaluation up to then (taken up to ``--eval-every`` env steps earlier); runs should share
+the machine alike.
 
 Usage::
 
@@ -101,36 +102,58 @@ def minute_curves(
     """Per ``train_sac.py`` run folder, its latest held-out metric after the last glimpse every ``minute_step``
     minutes of training (NaN before its first evaluation).
 
+    A run stopped by ``--time-limit-min`` (its ``config.json``) stops at the first step past its budget; its
+    final evaluation is placed at the budget, so that it is the value at the grid's last minute.
+
     Returns:
         ``(minutes, curves, steps)``: the grid of training minutes, run name -> values on it, and run name ->
         env steps it trained.
 
     Raises:
-        SystemExit: a folder without ``evaluation.json`` or whose evaluations lack their training time.
+        SystemExit: a folder without a readable ``evaluation.json`` with evaluations that record their training
+            time, a resumed run (its training time restarts at 0), or two folders of the same name.
     """
     if not minute_step > 0:
         raise SystemExit(f"--minute-step must be > 0, got {minute_step}")
-    points: dict[str, list[tuple[float, float]]] = {}
+    points: dict[str, list[tuple[float, int, float]]] = {}
     steps: dict[str, int] = {}
     for folder in run_dirs:
+        if folder.name in points:
+            raise SystemExit(f"two run folders are named {folder.name!r}: the curves are named by folder; rename one")
+        config_file = folder / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        if config.get("resume"):
+            raise SystemExit(
+                f"{folder} is a resumed run: its evaluations count training time from the resume, not from the "
+                "start; plot runs trained in one call"
+            )
+        limit = config.get("time_limit_min")
         path = folder / "evaluation.json"
         try:
             record = json.loads(path.read_text())
-            evaluations = record["evaluations"]
-            points[folder.name] = sorted(
-                (float(row["train_wall_s"]) / 60.0, float(row["metric_by_glimpse"][-1])) for row in evaluations
-            )
+            rows = [
+                (float(row["train_wall_s"]) / 60.0, int(row["timesteps"]), float(row["metric_by_glimpse"][-1]))
+                for row in record["evaluations"]
+            ]
             steps[folder.name] = int(record["num_timesteps"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as error:
             raise SystemExit(
                 f"{path} is not the evaluation.json of a finished scripts/train_sac.py run that records each "
-                f"evaluation's training time (train_wall_s): {error!r}"
+                f"evaluation's training time (train_wall_s): {error!r}; runs from before train_wall_s was recorded "
+                "can be compared over env steps instead"
             ) from error
-    end = max(minute for rows in points.values() for minute, _ in rows)
+        if not rows:
+            raise SystemExit(f"{path} holds no evaluation: train with --eval-every below --total-timesteps")
+        if limit is not None:
+            rows = [(min(minute, float(limit)), timesteps, value) for minute, timesteps, value in rows]
+        points[folder.name] = sorted(rows)  # by training time, then env steps: the later of two at one time wins
+    end = max(minute for rows in points.values() for minute, _, _ in rows)
     count = int(np.floor(end / minute_step + 1e-9)) + 1
     minutes = [round(index * minute_step, 6) for index in range(count)]
     curves = {
-        name: [next((value for at, value in reversed(rows) if at <= minute + 1e-9), float("nan")) for minute in minutes]
+        name: [
+            next((value for at, _, value in reversed(rows) if at <= minute + 1e-9), float("nan")) for minute in minutes
+        ]
         for name, rows in points.items()
     }
     return minutes, curves, steps
@@ -161,7 +184,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="*", help="results JSON files of benchmark_agents.py")
     parser.add_argument("--runs", type=Path, nargs="+", help="train_sac.py run folders: curves over training minutes")
-    parser.add_argument("--minute-step", type=float, default=1.0, help="grid of the --runs curves, in minutes")
+    parser.add_argument(
+        "--minute-step", type=float, default=None, help="grid of the --runs curves, in minutes (default: 1)"
+    )
     parser.add_argument(
         "--reference", nargs="+", default=[], metavar="NAME=VALUE",
         help="flat lines drawn beside the --runs curves, e.g. random=0.085 (a baseline measured elsewhere)",
@@ -175,9 +200,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if bool(args.results) == bool(args.runs):
-        raise SystemExit("give benchmark_agents.py results files or --runs with train_sac.py run folders (not both)")
+        got = "both" if args.results else "neither"
+        raise SystemExit(f"give benchmark_agents.py results files or --runs with train_sac.py run folders, got {got}")
+    if args.results and (args.reference or args.minute_step is not None):
+        raise SystemExit("--reference and --minute-step draw beside --runs curves; leave them out with results files")
     if args.runs:
-        minutes, per_minute, steps = minute_curves(args.runs, args.minute_step)
+        minutes, per_minute, steps = minute_curves(args.runs, args.minute_step or 1.0)
         for reference in args.reference:
             name, _, value = reference.partition("=")
             try:

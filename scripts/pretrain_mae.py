@@ -77,8 +77,9 @@ class PretrainConfig:
         min_glimpses: fewest glimpses per training image.
         max_glimpses: most glimpses per training image (at least min_glimpses).
         whole_image_first: fraction of images whose first glimpse is the whole image.
-        target_glimpses: chance that each later glimpse shows the source's target inside one cell (sources that
-            place a target, e.g. digits; see :func:`adaglimpse_env.glimpse_sets.target_glimpse_actions`).
+        target_glimpses: chance that each later glimpse is aimed at the source's target, placed as
+            ``target_glimpse_placement`` says (sources that place a target, e.g. digits; see
+            :func:`adaglimpse_env.glimpse_sets.target_glimpse_actions`).
         target_glimpse_scale: (min, max) side of those glimpses as a multiple of the target's size.
         target_glimpse_placement: where those glimpses put the target: ``cell`` (inside one of the glimpse's
             cells), ``centred`` (at the glimpse's centre, cut in ``g x g`` by its cells), ``anywhere`` (anywhere

@@ -121,8 +121,8 @@ class TrainConfig:
         env_device: where the envs' frozen model runs.
         threads: torch CPU threads (default: torch's choice).
         time_limit_min: stop learning after this many wall-clock minutes of training (held-out evaluations not
-            counted), then save and evaluate as at the end (for comparisons at equal time; the step count then
-            depends on the machine).
+            counted; checkpoints are), then save and evaluate as at the end (for comparisons at equal time; the
+            step count then depends on the machine). A resumed run gets the budget anew.
         output: run folder (checkpoints, progress, evaluation, TensorBoard logs).
         resume: continue from the run folder's last complete checkpoint.
         progress_bar: show a progress bar.
@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     if warmup_policy == "salient" and train_env.episode.observation != "map":
         print("the salient warm-up reads the map observation: the warm-up acts at random here")
         warmup_policy = None
+        config = replace(config, warmup_policy=None)  # config.json records what runs
     if warmup_policy is not None:  # a fresh or resumed run: only acts while num_timesteps < learning_starts
         model.warmup_policy = make_baseline(warmup_policy, train_env, seed=config.seed)
         model.warmup_share = config.warmup_share
@@ -351,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     remaining = max(0, config.total_timesteps - model.num_timesteps)
     model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not resuming, tb_log_name="sac")
     wall = time.perf_counter() - start
+    train_seconds = wall - evaluation.evaluation_seconds  # before the final checkpoint and evaluation
     save_checkpoint(model, output, config.save_replay_buffer)
-    final = evaluation.evaluate()
+    final = evaluation.evaluate(train_seconds)
     summary = {"wall_time_s": round(wall, 1), "num_timesteps": model.num_timesteps, "evaluations": evaluation.history}
     run.write_json("evaluation.json", summary)
     # The actor alone, without pickle: what `sb3:sac:<output>/agent.pt` (and a shipped agent) loads.

@@ -124,8 +124,9 @@ def training_record(output: Path) -> dict[str, Any]:
     )  # fmt: skip
     evaluation = json.loads((output / "evaluation.json").read_text())
     evaluation.pop("wall_time_s")
-    for entry in evaluation["evaluations"]:  # wall-clock seconds of each evaluation: timing, not a result
+    for entry in evaluation["evaluations"]:  # wall-clock and training seconds of each evaluation: timing
         entry.pop("wall_s")
+        entry.pop("train_wall_s")
     return {
         "params": params,
         "variables": variables,

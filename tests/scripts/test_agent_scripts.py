@@ -68,8 +68,10 @@ def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_pat
     assert summary["num_timesteps"] == 32 and len(summary["evaluations"][-1]["metric_by_glimpse"]) == 3
     assert all(0 <= row["train_wall_s"] <= row["wall_s"] for row in summary["evaluations"])
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
-    # The paper's agent on 'full' has no map to mirror: config.json records what ran, not the default's True.
-    assert json.loads((tmp_path / "config.json").read_text())["symmetry_augment"] is False
+    # The paper's agent on 'full' has no map to mirror and no map for the salient warm-up: config.json records
+    # what ran, not the defaults.
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["symmetry_augment"] is False and config["warmup_policy"] is None
 
     # Every TensorBoard tag the README promises: episode return, final score, task metric and pixels seen of
     # training episodes; the held-out metric after each glimpse; losses; the entropy coefficient; the pictures.
@@ -83,6 +85,27 @@ def test_train_sac_writes_checkpoint_and_evaluation(env_args: list[str], tmp_pat
         "train/actor_loss", "train/critic_loss", "train/ent_coef", *pictures,
     }  # fmt: skip
     assert expected <= tags, sorted(expected - tags)
+
+
+def test_train_sac_time_limit_counts_training_only(env_args: list[str], tmp_path: Path, monkeypatch) -> None:
+    from agents.callbacks import WallClockLimitCallback
+
+    limits: list[WallClockLimitCallback] = []
+
+    class Recorded(WallClockLimitCallback):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            limits.append(self)
+
+    monkeypatch.setattr(train_sac, "WallClockLimitCallback", Recorded)
+    argv = [*sac_args(env_args, tmp_path, 400, "flat"), "--time-limit-min", "0.0001", "--eval-every", "8"]
+    assert train_sac.main(argv) == 0
+    (limit,) = limits
+    assert limit.evaluation is not None and limit.evaluation.history  # the held-out evaluations are left out
+    summary = json.loads((tmp_path / "evaluation.json").read_text())
+    assert limit.stopped_at == summary["num_timesteps"] < 400
+    final = summary["evaluations"][-1]
+    assert 0 <= final["train_wall_s"] <= summary["wall_time_s"]
 
 
 @pytest.mark.parametrize("observation", ["latent", "flat", "map"])
@@ -238,38 +261,46 @@ def test_plot_learning_curves_keeps_the_points_every_run_shares(tmp_path: Path, 
 
 
 def test_plot_learning_curves_per_training_minute_of_run_folders(tmp_path: Path, capsys) -> None:
-    def run_folder(name: str, points: list[tuple[float, float]]) -> Path:
+    def run_folder(name: str, points: list[tuple[float, float]], **config: object) -> Path:
         folder = tmp_path / name
-        folder.mkdir()
+        folder.mkdir(parents=True)
         evaluations = [
             {"timesteps": 100 * index, "wall_s": seconds + 20.0 * index, "train_wall_s": seconds,
              "metric": "accuracy", "metric_by_glimpse": [0.1, value]}
             for index, (seconds, value) in enumerate(points, start=1)
         ]  # fmt: skip
         (folder / "evaluation.json").write_text(json.dumps({"num_timesteps": 300, "evaluations": evaluations}))
+        (folder / "config.json").write_text(json.dumps({"resume": False, "time_limit_min": None, **config}))
         return folder
 
-    # A fast run evaluated every 50 s of training, a slow one every 110 s: each minute shows the latest value.
+    # A fast run evaluated every 50 s of training, a slow one every 110 s and stopped by a 3-minute budget a
+    # moment past it (its final evaluation counts at the budget): each minute shows the latest value.
     fast = run_folder("fast", [(50.0, 0.2), (100.0, 0.4), (150.0, 0.5)])
-    slow = run_folder("slow", [(110.0, 0.3), (220.0, 0.35)])
+    slow = run_folder("slow", [(110.0, 0.3), (180.4, 0.35)], time_limit_min=3)
     picture = tmp_path / "minutes.png"
     argv = ["--runs", str(fast), str(slow), "--minute-step", "1", "--reference", "random=0.1", "--output", str(picture)]
     assert plot_learning_curves.main(argv) == 0
     out = capsys.readouterr().out
     assert "| training minutes | fast (300 steps) | slow (300 steps) | random (reference) |" in out
     assert "| 0 |  |  | 0.100 |" in out and "| 1 | 0.200 |  | 0.100 |" in out
-    assert "| 2 | 0.400 | 0.300 | 0.100 |" in out and "| 3 | 0.500 | 0.300 | 0.100 |" in out
+    assert "| 2 | 0.400 | 0.300 | 0.100 |" in out and "| 3 | 0.500 | 0.350 | 0.100 |" in out
     assert Image.open(picture).size == (480, 300)
+
+    def refused(argv: list[str], match: str) -> None:
+        with pytest.raises(SystemExit, match=match):
+            plot_learning_curves.main(argv)
+
     # A folder of an older run, whose evaluations lack their training time, is named in the error.
-    old = tmp_path / "old"
-    old.mkdir()
+    old = run_folder("old", [])
     (old / "evaluation.json").write_text(json.dumps({"num_timesteps": 1, "evaluations": [{"wall_s": 1.0}]}))
-    with pytest.raises(SystemExit, match="train_wall_s"):
-        plot_learning_curves.main(["--runs", str(old)])
-    with pytest.raises(SystemExit, match="NAME=VALUE with a number"):
-        plot_learning_curves.main(["--runs", str(fast), "--reference", "random"])
-    with pytest.raises(SystemExit, match="not both"):
-        plot_learning_curves.main([str(tmp_path / "r.json"), "--runs", str(fast)])
+    refused(["--runs", str(old)], "train_wall_s")
+    refused(["--runs", str(run_folder("empty", []))], "holds no evaluation")
+    refused(["--runs", str(run_folder("resumed", [(10.0, 0.1)], resume=True))], "is a resumed run")
+    refused(["--runs", str(fast), str(run_folder("other/fast", [(10.0, 0.1)]))], "two run folders are named 'fast'")
+    refused(["--runs", str(fast), "--reference", "random"], "NAME=VALUE with a number")
+    refused([str(tmp_path / "r.json"), "--runs", str(fast)], "got both")
+    refused([], "got neither")
+    refused([str(tmp_path / "r.json"), "--reference", "random=0.1"], "leave them out with results files")
 
 
 def test_benchmark_agents_critic_search_with_early_stop(env_args: list[str], tmp_path: Path, capsys) -> None:
