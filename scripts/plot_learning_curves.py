@@ -98,7 +98,7 @@ def mean_curves(runs: list[dict[str, Any]]) -> tuple[list[int], dict[str, list[f
 
 def minute_curves(
     run_dirs: list[Path], minute_step: float
-) -> tuple[list[float], dict[str, list[float]], dict[str, int]]:
+) -> tuple[list[float], dict[str, list[float]], dict[str, int], str]:
     """Per ``train_sac.py`` run folder, its latest held-out metric after the last glimpse every ``minute_step``
     minutes of training (NaN before its first evaluation).
 
@@ -106,8 +106,8 @@ def minute_curves(
     final evaluation is placed at the budget, so that it is the value at the grid's last minute.
 
     Returns:
-        ``(minutes, curves, steps)``: the grid of training minutes, run name -> values on it, and run name ->
-        env steps it trained.
+        ``(minutes, curves, steps, metric)``: the grid of training minutes, run name -> values on it, run name ->
+        env steps it trained, and the metric's name (the first run's).
 
     Raises:
         SystemExit: a folder without a readable ``evaluation.json`` with evaluations that record their training
@@ -117,6 +117,7 @@ def minute_curves(
         raise SystemExit(f"--minute-step must be > 0, got {minute_step}")
     points: dict[str, list[tuple[float, int, float]]] = {}
     steps: dict[str, int] = {}
+    metric = "metric"
     for folder in run_dirs:
         if folder.name in points:
             raise SystemExit(f"two run folders are named {folder.name!r}: the curves are named by folder; rename one")
@@ -136,6 +137,8 @@ def minute_curves(
                 for row in record["evaluations"]
             ]
             steps[folder.name] = int(record["num_timesteps"])
+            if len(points) == 0 and rows:
+                metric = str(record["evaluations"][-1].get("metric", metric))
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as error:
             raise SystemExit(
                 f"{path} is not the evaluation.json of a finished scripts/train_sac.py run that records each "
@@ -156,7 +159,15 @@ def minute_curves(
         ]
         for name, rows in points.items()
     }
-    return minutes, curves, steps
+    return minutes, curves, steps, metric
+
+
+def write_outputs(picture: np.ndarray, table: str, output: Path) -> None:
+    """Save the picture and print the table with where the picture went."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(output)
+    print(table)
+    print(f"\nwrote {output}")
 
 
 def minute_table(minutes: list[float], curves: dict[str, list[float]], steps: dict[str, int], metric: str) -> str:
@@ -205,22 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.results and (args.reference or args.minute_step is not None):
         raise SystemExit("--reference and --minute-step draw beside --runs curves; leave them out with results files")
     if args.runs:
-        minutes, per_minute, steps = minute_curves(args.runs, args.minute_step or 1.0)
+        minutes, per_minute, steps, metric = minute_curves(args.runs, args.minute_step or 1.0)
         for reference in args.reference:
             name, _, value = reference.partition("=")
             try:
                 per_minute[f"{name} (reference)"] = [float(value)] * len(minutes)
             except ValueError:
                 raise SystemExit(f"--reference takes NAME=VALUE with a number, got {reference!r}") from None
-        metric = json.loads((args.runs[0] / "evaluation.json").read_text())["evaluations"][-1].get("metric", "metric")
         picture = draw_curves(
             per_minute, tuple(args.size), args.title or f"held-out {metric} after the last glimpse",
             x_label="training minutes", x_ends=("0", f"{minutes[-1]:g}"),
         )  # fmt: skip
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(picture).save(args.output)
-        print(minute_table(minutes, per_minute, steps, str(metric)))
-        print(f"\nwrote {args.output}")
+        write_outputs(picture, minute_table(minutes, per_minute, steps, metric), args.output)
         return 0
     runs = load_runs(args.results)
     timesteps, curves, seeds = mean_curves(runs)
@@ -229,10 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     picture = draw_curves(
         curves, tuple(args.size), title, x_label="env steps", x_ends=(str(timesteps[0]), str(timesteps[-1]))
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture).save(args.output)
-    print(markdown_table(timesteps, curves, seeds, metric))
-    print(f"\nwrote {args.output}")
+    write_outputs(picture, markdown_table(timesteps, curves, seeds, metric), args.output)
     return 0
 
 
