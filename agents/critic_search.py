@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:  # map_critic builds its policy from this module
-    from agents.map_critic import GlimpseMapCritic
+    from agents.map_critic import GlimpseGeometry, GlimpseMapCritic
 
 
 #: How :attr:`CriticSearch.scale_spacing` spreads the grid's glimpse sides.
@@ -133,16 +133,7 @@ class CriticSearch:
 
     def scale_values(self, critic: GlimpseMapCritic, points: int) -> torch.Tensor:
         """``(points,)`` scale actions of the grid, ascending, spaced as :attr:`scale_spacing` says."""
-        like = _parameter(critic)
-        if self.scale_spacing == "linear" or points == 1:
-            return _axis(points, like)
-        geometry = critic.glimpse_geometry
-        low, high = float(geometry.min_crop), float(geometry.max_crop)
-        if high <= low:  # one glimpse size only: every scale action cuts it
-            return _axis(points, like)
-        # On the CPU in float64 (not every device has it), then moved.
-        sides = torch.logspace(math.log10(low), math.log10(high), points, dtype=torch.float64)
-        return ((sides - low) / (high - low) * 2.0 - 1.0).clamp(-1.0, 1.0).to(like)
+        return scale_axis(critic.glimpse_geometry, points, self.scale_spacing, _parameter(critic))
 
     def refined(
         self,
@@ -184,6 +175,26 @@ class CriticSearch:
         candidates = glimpse_candidates(self.target_positions, self.target_scales, _parameter(critic), scales)
         values = candidate_values(critic, critic.state_features(next_observations), candidates)
         return (self.probabilities(values) * values).sum(dim=1, keepdim=True)
+
+
+def scale_axis(geometry: GlimpseGeometry, points: int, spacing: str, like: torch.Tensor) -> torch.Tensor:
+    """``(points,)`` scale actions, ascending: glimpse sides evenly spread in log side (``"geometric"``) or evenly
+    in the scale action (``"linear"``), in ``like``'s device and float dtype.
+
+    Args:
+        geometry: the env's glimpse geometry (its smallest and largest glimpse sides).
+        points: values on the axis.
+        spacing: one of :data:`SCALE_SPACINGS`.
+        like: a tensor whose device and dtype the values take.
+    """
+    if spacing == "linear" or points == 1:
+        return _axis(points, like)
+    low, high = float(geometry.min_crop), float(geometry.max_crop)
+    if high <= low:  # one glimpse size only: every scale action cuts it
+        return _axis(points, like)
+    # On the CPU in float64 (not every device has it), then moved.
+    sides = torch.logspace(math.log10(low), math.log10(high), points, dtype=torch.float64)
+    return ((sides - low) / (high - low) * 2.0 - 1.0).clamp(-1.0, 1.0).to(_axis(1, like))
 
 
 def _parameter(critic: GlimpseMapCritic) -> torch.Tensor:

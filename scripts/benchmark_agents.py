@@ -44,6 +44,8 @@ from agents.callbacks import EvaluationCallback
 from agents.config import parse_key_values
 from agents.critic_search import CriticSearch
 from agents.evaluation import run_policy
+from agents.grid_policy import GlimpseGridPolicy
+from agents.map_critic import glimpse_geometry_of
 from agents.sac import make_sac
 from agents.sb3_adapter import make_sb3_vec_env
 from agents.trunks import policy_setup
@@ -92,6 +94,18 @@ def _sac_search(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
     return model
 
 
+def _ppo_grid(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+    """PPO with a categorical policy over a grid of glimpses scored from the map (``map`` observation only;
+    :mod:`agents.grid_policy`), PPO's other settings as the ``ppo`` entry's."""
+    geometry = glimpse_geometry_of(env)
+    if geometry is None:
+        raise ValueError("ppo_grid needs a glimpse env with the 'map' observation (--env-kwargs observation=map)")
+    return PPO(
+        GlimpseGridPolicy, env, seed=seed, device=device, policy_kwargs={"glimpse_geometry": geometry},
+        n_steps=64, batch_size=128,
+    )  # fmt: skip
+
+
 #: name -> factory(env, seed, device). ``sac`` is the paper's (make_sac: its actor), ``sac_search`` the same SAC
 #: acting by searching its map critic (agents/critic_search.py); the others share the trunk and buffer.
 ALGORITHMS: dict[str, Factory] = {
@@ -103,6 +117,7 @@ ALGORITHMS: dict[str, Factory] = {
     "crossq": _contrib("CrossQ", learning_starts=2_000),
     "ppo": _on_policy(PPO, n_steps=64, batch_size=128),
     "a2c": _on_policy(A2C, n_steps=16),
+    "ppo_grid": _ppo_grid,
 }
 
 

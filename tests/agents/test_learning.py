@@ -22,13 +22,15 @@ import numpy as np
 import pytest
 import torch
 from corner_task import covers_corner, load_folder, train_corner_classifier, write_corner_folder
-from stable_baselines3 import SAC
+from stable_baselines3 import PPO, SAC
 
 from adaglimpse_env import GlimpseVectorEnv
 from adaglimpse_env.models import save_model
 from agents.baselines import make_baseline
 from agents.evaluation import EpisodeRecorder, run_policy
 from agents.features import sac_policy_kwargs
+from agents.grid_policy import GlimpseGridPolicy
+from agents.map_critic import glimpse_geometry_of
 from agents.sac import make_sac
 from agents.sb3_adapter import make_sb3_vec_env
 
@@ -113,7 +115,7 @@ def evaluate(env: GlimpseVectorEnv, policy: Any) -> tuple[dict[str, Any], float,
     return result, float(covers_corner(boxes).mean()), centre
 
 
-def assert_beats_random(env: GlimpseVectorEnv, model: SAC) -> None:
+def assert_beats_random(env: GlimpseVectorEnv, model: Any) -> None:
     trained, trained_hits, trained_centre = evaluate(env, model)
     random, random_hits, random_centre = evaluate(env, make_baseline("random", env, seed=0))
     summary = (
@@ -177,6 +179,27 @@ def test_paper_sac_learns_to_look_at_the_informative_corner(corner_task: CornerT
     )
     model.learn(2000)
     env = held_out_env(corner_task, "full")
+    assert_beats_random(env, model)
+    env.close()
+    train_env.close()
+
+
+def test_ppo_with_the_grid_policy_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -> None:
+    """SB3's PPO with a categorical policy over a grid of glimpses scored from the map (:mod:`agents.grid_policy`):
+    1024 steps (~10 s)."""
+    train_env = training_env(corner_task, "map")
+    model = PPO(
+        GlimpseGridPolicy,
+        train_env,
+        n_steps=32,
+        batch_size=64,
+        learning_rate=1e-3,
+        policy_kwargs={"glimpse_geometry": glimpse_geometry_of(train_env), "grid": {"positions": 5, "scales": 3}},
+        seed=0,
+        device="cpu",
+    )
+    model.learn(1024)
+    env = held_out_env(corner_task, "map")
     assert_beats_random(env, model)
     env.close()
     train_env.close()

@@ -1,0 +1,294 @@
+"""An on-policy actor-critic for the ``map`` observation that chooses among a grid of glimpses (PPO, A2C).
+
+SB3's PPO draws ``(x, y, scale)`` from one Gaussian whose mean a network regresses from a global feature vector:
+on find-and-zoom, where only glimpses that land on the digit pay and the digit is anywhere, that policy stays at
+chance (docs/results.md). Here the policy is a categorical distribution over a fixed grid of candidate glimpses
+(the grid of :mod:`agents.critic_search`: ``positions x positions`` places, ``scales`` sides spaced
+geometrically), and each candidate's logit is read from the map *under that glimpse*, as the map critic reads its
+values (:func:`agents.map_critic.sample_under_glimpses`)::
+
+    map -> trunk conv features F (B, C, M/s, M/s) -> global vector g (B, D)           (GlimpseMapExtractor)
+    F -> 1x1 conv -> E channels, sampled at 4 x 4 points inside each candidate's glimpse (B, K, 16 E)
+    logit_k = MLP(g ++ sampled_k ++ action_k)      value = MLP(g)
+
+One filter scores every place of the map ("a digit-like blob under a cell pays"), so what a rewarded glimpse
+teaches carries over to every other position; a categorical policy also keeps several modes (two blobs), which
+one Gaussian cannot. The actions stay the env's continuous ``Box`` (the grid points), so the same env, wrappers
+and evaluation serve it as any other agent: the distribution maps an action back to its grid point to score it.
+This is the policy-gradient counterpart of acting by critic search; spatial action maps (Wu et al., 2020) and
+the fully-convolutional policies of StarCraft II agents (Vinyals et al., 2017) are the same idea.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
+from torch import nn
+
+from agents.critic_search import SCALE_SPACINGS, glimpse_candidates, scale_axis
+from agents.map_critic import SAMPLES_PER_SIDE, GlimpseGeometry, _head_over_candidates, sample_under_glimpses
+from agents.map_features import GlimpseMapExtractor
+
+
+@dataclass(frozen=True)
+class GlimpseGrid:
+    """The candidate glimpses of a grid policy.
+
+    Attributes:
+        positions: grid points per image side for ``x`` and ``y`` (evenly over ``[-1, 1]``).
+        scales: glimpse sides, spaced as ``scale_spacing`` says (``"geometric"``: evenly in log side, as the
+            critic search's grid; ``"linear"``: evenly in the scale action).
+        scale_spacing: ``"geometric"`` or ``"linear"``.
+    """
+
+    positions: int = 13
+    scales: int = 5
+    scale_spacing: str = "geometric"
+
+    def __post_init__(self) -> None:
+        for name in ("positions", "scales"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GlimpseGrid.{name} must be an integer >= 1, got {value!r}")
+        if self.scale_spacing not in SCALE_SPACINGS:
+            raise ValueError(f"GlimpseGrid.scale_spacing must be one of {SCALE_SPACINGS}, got {self.scale_spacing!r}")
+
+    @property
+    def size(self) -> int:
+        """Number of candidates ``K``."""
+        return self.positions**2 * self.scales
+
+    def candidates(self, geometry: GlimpseGeometry) -> torch.Tensor:
+        """``(K, 3)`` the candidate actions (float32, CPU), in the order of
+        :func:`agents.critic_search.glimpse_candidates` (index ``(ix * positions + iy) * scales + iscale``)."""
+        like = torch.zeros(())
+        return glimpse_candidates(
+            self.positions, self.scales, like, scale_axis(geometry, self.scales, self.scale_spacing, like)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON values."""
+        return asdict(self)
+
+
+class GlimpseGridDistribution(CategoricalDistribution):
+    """A categorical distribution over a grid's candidate glimpses, on the env's continuous actions.
+
+    :meth:`sample` and :meth:`mode` return ``(B, 3)`` actions (grid points); :meth:`log_prob` takes such actions
+    and scores the grid point nearest to each (an action on the grid is its own point), so PPO's stored actions
+    and its probability ratios are exact.
+
+    Args:
+        candidates: ``(K, 3)`` the grid's actions (:meth:`GlimpseGrid.candidates`).
+        positions: grid points per position axis.
+    """
+
+    def __init__(self, candidates: torch.Tensor, positions: int) -> None:
+        super().__init__(len(candidates))
+        self.candidates = candidates
+        self.positions = positions
+        self.scale_axis = torch.unique(candidates[:, 2])  # ascending
+        self.scales = len(self.scale_axis)
+
+    def proba_distribution_net(self, latent_dim: int) -> nn.Module:
+        """The logits are the latent itself (the features extractor scores every candidate)."""
+        return nn.Identity()
+
+    def indices(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(B, 3)`` actions -> ``(B,)`` the index of the nearest grid point."""
+        step = 2.0 / (self.positions - 1) if self.positions > 1 else 2.0
+        position = ((actions[:, :2] + 1.0) / step).round().long().clamp(0, self.positions - 1)
+        if self.positions == 1:
+            position = torch.zeros_like(position)
+        axis = self.scale_axis.to(actions)
+        scale = (actions[:, 2:3] - axis[None]).abs().argmin(dim=1)
+        return (position[:, 0] * self.positions + position[:, 1]) * self.scales + scale
+
+    def actions(self, indices: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` indices -> ``(B, 3)`` their grid actions."""
+        return self.candidates.to(indices.device)[indices]
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return super().log_prob(self.indices(actions))
+
+    def sample(self) -> torch.Tensor:
+        return self.actions(super().sample())
+
+    def mode(self) -> torch.Tensor:
+        return self.actions(super().mode())
+
+
+class GlimpseGridExtractor(BaseFeaturesExtractor):
+    """Features of a grid policy: ``(B, K + D)``, the ``K`` candidates' logits then the ``D``-wide summary.
+
+    Args:
+        observation_space: the ``map`` observation ``Box`` ``(C, M, M)``.
+        glimpse_geometry: :class:`~agents.map_critic.GlimpseGeometry` fields as a dict.
+        grid: :class:`GlimpseGrid` fields as a dict.
+        features_dim: width ``D`` of the summary (:class:`~agents.map_features.GlimpseMapExtractor`).
+        channels: channels of the trunk's convolutions.
+        score_channels: channels ``E`` of the map the candidates' logits are read from.
+        score_net: hidden widths of the per-candidate logit MLP.
+    """
+
+    candidates: torch.Tensor  # (K, 3), a buffer
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        glimpse_geometry: dict[str, Any],
+        grid: dict[str, Any],
+        features_dim: int = 256,
+        channels: int = 32,
+        score_channels: int = 8,
+        score_net: tuple[int, ...] = (64,),
+    ) -> None:
+        self.grid = GlimpseGrid(**grid)
+        super().__init__(observation_space, self.grid.size + features_dim)
+        self.trunk = GlimpseMapExtractor(observation_space, features_dim=features_dim, channels=channels)
+        self.geometry = GlimpseGeometry(
+            image_size=(int(glimpse_geometry["image_size"][0]), int(glimpse_geometry["image_size"][1])),
+            min_crop=float(glimpse_geometry["min_crop"]),
+            max_crop=float(glimpse_geometry["max_crop"]),
+        )
+        self.register_buffer("candidates", self.grid.candidates(self.geometry), persistent=False)
+        self.summary_dim = features_dim
+        self.score_features = nn.Conv2d(channels, score_channels, kernel_size=1)
+        input_dim = features_dim + score_channels * SAMPLES_PER_SIDE**2 + 3
+        self.score = nn.Sequential(*create_mlp(input_dim, 1, list(score_net), nn.GELU))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """``(B, C, M, M) -> (B, K + D)``."""
+        feature_map = self.trunk.feature_map(observations.float())
+        summary = self.trunk.summarize(feature_map)
+        batch = len(observations)
+        candidates = self.candidates.expand(batch, -1, -1)  # (B, K, 3)
+        centre, half = self.geometry.glimpse_boxes(self.candidates)  # (K, 2) each: the same for every state
+        centre, half = centre.expand(batch, -1, -1), half.expand(batch, -1, -1)
+        scored_map = self.score_features(nn.functional.gelu(feature_map))
+        per_candidate = torch.cat((sample_under_glimpses(scored_map, centre, half), candidates), dim=-1)
+        logits = _head_over_candidates(self.score, summary, per_candidate)[..., 0]  # (B, K)
+        return torch.cat((logits, summary), dim=1)
+
+
+class _SplitLatents(nn.Module):
+    """SB3's ``mlp_extractor`` for a grid policy: the actor's latent is the logits, the critic's an MLP over the
+    summary."""
+
+    def __init__(self, candidates: int, summary_dim: int, value_net: list[int], activation_fn: type[nn.Module]):
+        super().__init__()
+        self.candidates = candidates
+        self.latent_dim_pi = candidates
+        self.latent_dim_vf = value_net[-1] if value_net else summary_dim
+        self.value_net = nn.Sequential(*create_mlp(summary_dim, -1, value_net, activation_fn)) if value_net else None
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return features[:, : self.candidates]
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        summary = features[:, self.candidates :]
+        return summary if self.value_net is None else self.value_net(summary)
+
+
+class GlimpseGridPolicy(ActorCriticPolicy):
+    """SB3 ``ActorCriticPolicy`` (PPO, A2C) over a grid of glimpses on the ``map`` observation (see the module).
+
+    Args:
+        observation_space: the ``map`` observation ``Box`` ``(C, M, M)``.
+        action_space: the glimpse action ``Box(-1, 1, (3,))``.
+        lr_schedule: SB3's learning-rate schedule.
+        glimpse_geometry: :class:`~agents.map_critic.GlimpseGeometry` fields as a dict, e.g. from
+            :func:`agents.map_critic.glimpse_geometry_of`.
+        grid: :class:`GlimpseGrid` fields as a dict (default: its defaults).
+        value_net: hidden widths of the value MLP over the summary.
+        **kwargs: SB3's ``ActorCriticPolicy`` keyword arguments (``features_extractor_kwargs`` go to
+            :class:`GlimpseGridExtractor`).
+
+    Raises:
+        ValueError: an observation that is not the map, or another action space.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Any,
+        glimpse_geometry: dict[str, Any] | None = None,
+        grid: dict[str, Any] | None = None,
+        value_net: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        shape = getattr(observation_space, "shape", None)
+        if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
+            raise ValueError(
+                f"GlimpseGridPolicy requires the 'map' observation, a (C, M, M) Box; got {observation_space}. "
+                "Make the env with observation=map."
+            )
+        if not isinstance(action_space, spaces.Box) or action_space.shape != (3,):
+            raise ValueError(f"GlimpseGridPolicy requires the glimpse action Box of shape (3,), got {action_space}")
+        if glimpse_geometry is None:
+            raise ValueError("GlimpseGridPolicy needs glimpse_geometry (agents.map_critic.glimpse_geometry_of(env))")
+        self.glimpse_geometry = glimpse_geometry
+        self.grid_settings = GlimpseGrid(**(grid or {})).to_dict()
+        self.value_arch = [256] if value_net is None else list(value_net)
+        extractor_kwargs = {
+            **(kwargs.pop("features_extractor_kwargs", None) or {}),
+            "glimpse_geometry": glimpse_geometry,
+            "grid": self.grid_settings,
+        }
+        kwargs.setdefault("activation_fn", nn.GELU)
+        kwargs.setdefault("normalize_images", False)
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            features_extractor_class=GlimpseGridExtractor,
+            features_extractor_kwargs=extractor_kwargs,
+            **kwargs,
+        )
+
+    def _build(self, lr_schedule: Any) -> None:
+        extractor = self.features_extractor
+        assert isinstance(extractor, GlimpseGridExtractor)
+        self.action_dist = GlimpseGridDistribution(extractor.candidates, extractor.grid.positions)
+        self.mlp_extractor = _SplitLatents(  # type: ignore[assignment]  # SB3 types it as its MlpExtractor
+            extractor.grid.size, extractor.summary_dim, self.value_arch, self.activation_fn
+        )
+        self.action_net = nn.Identity()
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        if self.ortho_init:  # SB3's gains: sqrt(2) inside, 1 for the value's output
+            for module in (self.features_extractor, self.mlp_extractor):
+                module.apply(lambda layer: self.init_weights(layer, gain=2**0.5))
+            self.init_weights(self.value_net, gain=1.0)
+        # The logits' last layer starts near zero: the first policy is uniform over the grid, as random.
+        last = [layer for layer in extractor.score if isinstance(layer, nn.Linear)][-1]
+        nn.init.orthogonal_(last.weight, gain=0.01)
+        nn.init.zeros_(last.bias)
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]  # as SB3's _build
+            self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        extractor_kwargs = {
+            key: value
+            for key, value in data.get("features_extractor_kwargs", {}).items()
+            if key not in ("glimpse_geometry", "grid")
+        }
+        data.update(
+            glimpse_geometry=self.glimpse_geometry,
+            grid=self.grid_settings,
+            value_net=self.value_arch,
+            features_extractor_kwargs=extractor_kwargs,
+        )
+        data.pop("features_extractor_class", None)
+        return data
