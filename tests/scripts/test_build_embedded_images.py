@@ -1,0 +1,131 @@
+"""Building the shipped photos: reading Qt resource bundles, GCompris licences, split order, and an output folder
+that only ever loses files an earlier build wrote."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
+import build_embedded_images
+import photo_sources
+from qt_resources import ResourceBundleError, resource_files
+
+
+def write_bundle(path: Path, folder: str, files: dict[str, bytes], compressed: set[str]) -> None:
+    """A version-3 Qt resource bundle: the root, one folder, ``files`` in it (zlib for those in ``compressed``)."""
+    names, data = bytearray(), bytearray()
+
+    def name(text: str) -> int:
+        offset = len(names)
+        names.extend(struct.pack(">HI", len(text), 0) + text.encode("utf-16-be"))
+        return offset
+
+    entries = [struct.pack(">IHII", 0, 2, 1, 1) + bytes(8), struct.pack(">IHII", name(folder), 2, len(files), 2)]
+    entries[1] += bytes(8)
+    for file_name, blob in files.items():
+        stored = struct.pack(">I", len(blob)) + zlib.compress(blob) if file_name in compressed else blob
+        entries.append(struct.pack(">IHHHI", name(file_name), int(file_name in compressed), 0, 0, len(data)) + bytes(8))
+        data.extend(struct.pack(">I", len(stored)) + stored)
+    tree = b"".join(entries)
+    header = 24
+    path.write_bytes(
+        b"qres" + struct.pack(">IIIII", 3, header, header + len(tree), header + len(tree) + len(data), 0)
+        + tree + bytes(data) + bytes(names)
+    )  # fmt: skip
+
+
+def test_resource_bundle_files_read_back(tmp_path: Path) -> None:
+    bundle = tmp_path / "activity.rcc"
+    files = {"README": b"Copyright: someone\n", "photo.webp": bytes(range(256)) * 40}
+    write_bundle(bundle, "resource", files, compressed={"photo.webp"})
+    assert dict(resource_files(bundle)) == {f"/resource/{name}": blob for name, blob in files.items()}
+    (tmp_path / "other.rcc").write_bytes(b"PK\x03\x04 not a bundle at all")
+    with pytest.raises(ResourceBundleError, match="not a compiled Qt resource bundle"):
+        list(resource_files(tmp_path / "other.rcc"))
+    truncated = tmp_path / "truncated.rcc"
+    truncated.write_bytes(bundle.read_bytes()[:40])
+    with pytest.raises(ResourceBundleError, match="outside the file"):
+        list(resource_files(truncated))
+
+
+def test_gcompris_readme_gives_each_file_its_licence_author_and_source() -> None:
+    readme = """Copyright: Timothee Giet, 2018
+License: CC-BY-SA 4.0
+Files:
+question.svg
+
+Copyright: Kurt Kaiser
+License: CC0-1.0
+Source: https://commons.wikimedia.org/wiki/File:American_Bison_9.jpg
+Files:
+bison.webp
+
+Files: heron.webp
+Source: https://commons.wikimedia.org/wiki/File:Heron.jpg
+License: CC-BY-SA-4.0
+Copyright: Stephan Sprinz
+Comments: cropping
+"""
+    licences = photo_sources.readme_licences(readme)
+    assert licences["bison.webp"] == (
+        "CC0-1.0",
+        "Kurt Kaiser (https://commons.wikimedia.org/wiki/File:American_Bison_9.jpg)",
+    )
+    assert licences["heron.webp"] == (
+        "CC-BY-SA-4.0",
+        "Stephan Sprinz (https://commons.wikimedia.org/wiki/File:Heron.jpg)",
+    )
+    assert licences["question.svg"] == ("CC-BY-SA 4.0", "Timothee Giet, 2018")
+
+
+def test_later_sources_come_last_in_the_split_order_and_names_stay_distinct() -> None:
+    generation = build_embedded_images.build_generation
+    assert generation("mate-backgrounds 1.26.0-1 (Debian)", "usr/share/backgrounds/mate/nature/Aqua.jpg") == 0
+    assert generation("scikit-image 0.26.0 (PyPI wheel)", "skimage/data/hubble_deep_field.jpg") == 1
+    assert generation("scikit-learn 1.9.1 (PyPI wheel)", "sklearn/datasets/images/china.jpg") == 1
+    rcc = "usr/share/gcompris-qt/rcc/{}.rcc:/gcompris/src/activities/{}/resource/animals/giraffe.webp"
+    assert generation("gcompris-qt-data 3.1-2 (Debian)", rcc.format("erase", "erase")) == 2
+    slugs = {build_embedded_images.photo_slug(rcc.format(a, a)) for a in ("erase", "explore_world_animals")}
+    assert slugs == {"erase_giraffe", "explore_world_animals_giraffe"}  # two activities ship a giraffe.webp
+    assert build_embedded_images.photo_slug("usr/share/wallpapers/Kite/contents/images/5120x2880.jpg") == "Kite"
+
+
+def test_a_build_removes_only_files_an_earlier_build_wrote(tmp_path: Path) -> None:
+    previous_build = build_embedded_images.previous_build
+    assert previous_build(tmp_path / "new") == []
+    ours = tmp_path / "photos"
+    (ours / "train").mkdir(parents=True)
+    (ours / "train" / "a.jpg").write_bytes(b"jpeg")
+    manifest = {"command": build_embedded_images.BUILD_COMMAND, "images": [{"file": "train/a.jpg"}]}
+    (ours / "MANIFEST.json").write_text(json.dumps(manifest))
+    earlier = previous_build(ours)
+    assert earlier == [ours / "MANIFEST.json", ours / "train" / "a.jpg"]
+    build_embedded_images.remove_files(earlier, ours)
+    assert list(ours.iterdir()) == []
+
+    # A folder of someone's own files, with or without a manifest of ours, loses nothing.
+    mine = tmp_path / "pictures"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(SystemExit, match="did not write"):
+        previous_build(mine)
+    (mine / "MANIFEST.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match=r"holiday\.jpg"):
+        previous_build(mine)
+    (mine / "MANIFEST.json").write_text(json.dumps({"command": "something else", "images": []}))
+    with pytest.raises(SystemExit, match="did not write"):
+        previous_build(mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["MANIFEST.json", "holiday.jpg"]
+
+
+def test_gcompris_allow_list_counts_every_reviewed_photo() -> None:
+    # 106 photographs, each looked at; a package version whose bundles hold other files fails the build.
+    assert sum(count for _, count in photo_sources.GCOMPRIS_PHOTOS.values()) == 106
+    assert photo_sources.GCOMPRIS_PACKAGE in build_embedded_images.THIRD_BUILD_SOURCES
