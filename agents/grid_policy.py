@@ -54,7 +54,7 @@ class GlimpseGrid:
     def __post_init__(self) -> None:
         for name in ("positions", "scales"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"GlimpseGrid.{name} must be an integer >= 1, got {value!r}")
         if self.scale_spacing not in SCALE_SPACINGS:
             raise ValueError(f"GlimpseGrid.scale_spacing must be one of {SCALE_SPACINGS}, got {self.scale_spacing!r}")
@@ -87,25 +87,44 @@ class GlimpseGridDistribution(CategoricalDistribution):
     Args:
         candidates: ``(K, 3)`` the grid's actions (:meth:`GlimpseGrid.candidates`).
         positions: grid points per position axis.
+        scales: grid points on the scale axis (``K = positions^2 * scales``).
+
+    Raises:
+        ValueError: ``candidates`` that are not ``positions^2 * scales`` rows.
     """
 
-    def __init__(self, candidates: torch.Tensor, positions: int) -> None:
+    def __init__(self, candidates: torch.Tensor, positions: int, scales: int) -> None:
+        if candidates.shape != (positions**2 * scales, 3):
+            raise ValueError(
+                f"GlimpseGridDistribution requires ({positions}^2 * {scales}, 3) candidates, "
+                f"got {tuple(candidates.shape)}"
+            )
         super().__init__(len(candidates))
-        self.candidates = candidates
         self.positions = positions
-        self.scale_axis = torch.unique(candidates[:, 2])  # ascending
-        self.scales = len(self.scale_axis)
+        self.scales = scales
+        # Candidates and the scale axis (ascending), kept on the device of the latest logits (moved once).
+        self.candidates = candidates
+        self.scale_axis = candidates[:scales, 2]
 
     def proba_distribution_net(self, latent_dim: int) -> nn.Module:
         """The logits are the latent itself (the features extractor scores every candidate)."""
         return nn.Identity()
 
+    def proba_distribution(self, action_logits: torch.Tensor) -> GlimpseGridDistribution:
+        """Set the ``(B, K)`` logits (and move the grid to their device the first time it differs)."""
+        if self.candidates.device != action_logits.device:
+            self.candidates = self.candidates.to(action_logits.device)
+            self.scale_axis = self.scale_axis.to(action_logits.device)
+        super().proba_distribution(action_logits)
+        return self
+
     def indices(self, actions: torch.Tensor) -> torch.Tensor:
         """``(B, 3)`` actions -> ``(B,)`` the index of the nearest grid point."""
-        step = 2.0 / (self.positions - 1) if self.positions > 1 else 2.0
-        position = ((actions[:, :2] + 1.0) / step).round().long().clamp(0, self.positions - 1)
-        if self.positions == 1:
-            position = torch.zeros_like(position)
+        if self.positions > 1:
+            step = 2.0 / (self.positions - 1)
+            position = ((actions[:, :2] + 1.0) / step).round().long().clamp(0, self.positions - 1)
+        else:
+            position = torch.zeros_like(actions[:, :2], dtype=torch.long)
         axis = self.scale_axis.to(actions)
         scale = (actions[:, 2:3] - axis[None]).abs().argmin(dim=1)
         return (position[:, 0] * self.positions + position[:, 1]) * self.scales + scale
@@ -115,12 +134,15 @@ class GlimpseGridDistribution(CategoricalDistribution):
         return self.candidates.to(indices.device)[indices]
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(B, 3)`` actions -> ``(B,)`` log-probability of each one's grid point."""
         return super().log_prob(self.indices(actions))
 
     def sample(self) -> torch.Tensor:
+        """``(B, 3)`` grid actions drawn from the logits."""
         return self.actions(super().sample())
 
     def mode(self) -> torch.Tensor:
+        """``(B, 3)`` the most probable grid action of each state."""
         return self.actions(super().mode())
 
 
@@ -131,7 +153,8 @@ class GlimpseGridExtractor(BaseFeaturesExtractor):
         observation_space: the ``map`` observation ``Box`` ``(C, M, M)``.
         glimpse_geometry: :class:`~agents.map_critic.GlimpseGeometry` fields as a dict.
         grid: :class:`GlimpseGrid` fields as a dict.
-        features_dim: width ``D`` of the summary (:class:`~agents.map_features.GlimpseMapExtractor`).
+        summary_dim: width ``D`` of the summary (the ``features_dim`` of
+            :class:`~agents.map_features.GlimpseMapExtractor`).
         channels: channels of the trunk's convolutions.
         score_channels: channels ``E`` of the map the candidates' logits are read from.
         score_net: hidden widths of the per-candidate logit MLP.
@@ -144,23 +167,23 @@ class GlimpseGridExtractor(BaseFeaturesExtractor):
         observation_space: spaces.Space,
         glimpse_geometry: dict[str, Any],
         grid: dict[str, Any],
-        features_dim: int = 256,
+        summary_dim: int = 256,
         channels: int = 32,
         score_channels: int = 8,
         score_net: tuple[int, ...] = (64,),
     ) -> None:
         self.grid = GlimpseGrid(**grid)
-        super().__init__(observation_space, self.grid.size + features_dim)
-        self.trunk = GlimpseMapExtractor(observation_space, features_dim=features_dim, channels=channels)
+        super().__init__(observation_space, self.grid.size + summary_dim)
+        self.trunk = GlimpseMapExtractor(observation_space, features_dim=summary_dim, channels=channels)
         self.geometry = GlimpseGeometry(
             image_size=(int(glimpse_geometry["image_size"][0]), int(glimpse_geometry["image_size"][1])),
             min_crop=float(glimpse_geometry["min_crop"]),
             max_crop=float(glimpse_geometry["max_crop"]),
         )
         self.register_buffer("candidates", self.grid.candidates(self.geometry), persistent=False)
-        self.summary_dim = features_dim
+        self.summary_dim = summary_dim
         self.score_features = nn.Conv2d(channels, score_channels, kernel_size=1)
-        input_dim = features_dim + score_channels * SAMPLES_PER_SIDE**2 + 3
+        input_dim = summary_dim + score_channels * SAMPLES_PER_SIDE**2 + 3
         self.score = nn.Sequential(*create_mlp(input_dim, 1, list(score_net), nn.GELU))
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
@@ -209,12 +232,13 @@ class GlimpseGridPolicy(ActorCriticPolicy):
         glimpse_geometry: :class:`~agents.map_critic.GlimpseGeometry` fields as a dict, e.g. from
             :func:`agents.map_critic.glimpse_geometry_of`.
         grid: :class:`GlimpseGrid` fields as a dict (default: its defaults).
-        value_net: hidden widths of the value MLP over the summary.
+        value_arch: hidden widths of the value MLP over the summary.
         **kwargs: SB3's ``ActorCriticPolicy`` keyword arguments (``features_extractor_kwargs`` go to
-            :class:`GlimpseGridExtractor`).
+            :class:`GlimpseGridExtractor`); the actor and the value share one trunk.
 
     Raises:
-        ValueError: an observation that is not the map, or another action space.
+        ValueError: an observation that is not the map, another action space, or an SB3 option this policy has
+            no use for (``use_sde``, ``squash_output``, ``net_arch``, ``share_features_extractor=False``).
     """
 
     def __init__(
@@ -224,7 +248,7 @@ class GlimpseGridPolicy(ActorCriticPolicy):
         lr_schedule: Any,
         glimpse_geometry: dict[str, Any] | None = None,
         grid: dict[str, Any] | None = None,
-        value_net: list[int] | None = None,
+        value_arch: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
         shape = getattr(observation_space, "shape", None)
@@ -239,7 +263,17 @@ class GlimpseGridPolicy(ActorCriticPolicy):
             raise ValueError("GlimpseGridPolicy needs glimpse_geometry (agents.map_critic.glimpse_geometry_of(env))")
         self.glimpse_geometry = glimpse_geometry
         self.grid_settings = GlimpseGrid(**(grid or {})).to_dict()
-        self.value_arch = [256] if value_net is None else list(value_net)
+        unsupported = {
+            "use_sde": "no Gaussian noise to make state-dependent",
+            "squash_output": "actions are grid points already in the box",
+            "net_arch": "the logits come from the per-glimpse scorer and the value from value_arch",
+        }
+        given = sorted(name for name in unsupported if kwargs.get(name))
+        if kwargs.get("share_features_extractor") is False:
+            raise ValueError("GlimpseGridPolicy reads the map with one trunk for the actor and the value")
+        if given:
+            raise ValueError(f"GlimpseGridPolicy takes no {given[0]}: {unsupported[given[0]]}")
+        self.value_arch = [256] if value_arch is None else list(value_arch)
         extractor_kwargs = {
             **(kwargs.pop("features_extractor_kwargs", None) or {}),
             "glimpse_geometry": glimpse_geometry,
@@ -259,9 +293,10 @@ class GlimpseGridPolicy(ActorCriticPolicy):
     def _build(self, lr_schedule: Any) -> None:
         extractor = self.features_extractor
         assert isinstance(extractor, GlimpseGridExtractor)
-        self.action_dist = GlimpseGridDistribution(extractor.candidates, extractor.grid.positions)
+        grid = extractor.grid
+        self.action_dist = GlimpseGridDistribution(extractor.candidates, grid.positions, grid.scales)
         self.mlp_extractor = _SplitLatents(  # type: ignore[assignment]  # SB3 types it as its MlpExtractor
-            extractor.grid.size, extractor.summary_dim, self.value_arch, self.activation_fn
+            grid.size, extractor.summary_dim, self.value_arch, self.activation_fn
         )
         self.action_net = nn.Identity()
         self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
@@ -287,7 +322,7 @@ class GlimpseGridPolicy(ActorCriticPolicy):
         data.update(
             glimpse_geometry=self.glimpse_geometry,
             grid=self.grid_settings,
-            value_net=self.value_arch,
+            value_arch=self.value_arch,
             features_extractor_kwargs=extractor_kwargs,
         )
         data.pop("features_extractor_class", None)

@@ -107,7 +107,8 @@ def _ppo_grid(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
 
 
 #: name -> factory(env, seed, device). ``sac`` is the paper's (make_sac: its actor), ``sac_search`` the same SAC
-#: acting by searching its map critic (agents/critic_search.py); the others share the trunk and buffer.
+#: acting by searching its map critic (agents/critic_search.py), ``ppo_grid`` PPO with a categorical policy over
+#: a grid of glimpses (agents/grid_policy.py); the others share the trunk and buffer.
 ALGORITHMS: dict[str, Factory] = {
     "sac": lambda env, seed, device: make_sac(env, seed=seed, device=device, learning_starts=2_000),
     "sac_search": _sac_search,

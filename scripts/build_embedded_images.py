@@ -64,8 +64,13 @@ class Photo:
 
 
 def build_generation(package: str, original: str) -> int:
-    """0: an original (its package and version, its path inside the package) of the first build; 1: added by the
-    second; 2: by the third (:data:`THIRD_BUILD_SOURCES`). The split order takes the generations in turn."""
+    """Which build first shipped an original: 0 the first, 1 the second, 2 the third (:data:`THIRD_BUILD_SOURCES`).
+    The split order takes the generations in turn.
+
+    Args:
+        package: its source package and version, as the manifest writes it (``"mate-backgrounds 1.26.0-1 (Debian)"``).
+        original: its path inside the package.
+    """
     source = package.split()[0]
     if source in FIRST_SOURCES and not ADDED_SINCE_FIRST_BUILD & set(original.split("/")):
         return 0
@@ -109,8 +114,9 @@ def previous_build(output: Path) -> list[Path]:
             data = json.loads(manifest.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError):
             data = {}
-        if isinstance(data, dict) and data.get("command") == BUILD_COMMAND:
-            listed = {manifest} | {output / str(entry.get("file", "")) for entry in data.get("images", [])}
+        if isinstance(data, dict) and data.get("command") == BUILD_COMMAND and isinstance(data.get("images"), list):
+            entries = [entry for entry in data["images"] if isinstance(entry, dict)]
+            listed = {manifest} | {output / str(entry.get("file", "")) for entry in entries}
     present = {path for path in output.rglob("*") if not path.is_dir()}
     foreign = sorted(str(path) for path in present - listed)
     if foreign:
@@ -143,22 +149,40 @@ def build(work: Path, output: Path, short_side: int, quality: int) -> list[Photo
             continue
         seen.add(digest)
         unique.append((*entry, digest))
-    remove_files(earlier, output)
-    photos = []
+    planned = []
     number = 0  # counts the in-source photos only, so that adding a held-out source moves no other photo
-    for path, package, original, licence, author, digest in unique:
-        split = split_of(package, number)
+    for unique_entry in unique:
+        split = split_of(unique_entry[1], number)
         number += split != "heldout"
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", photo_slug(unique_entry[2])).strip("_").lower()
+        planned.append((f"{split}/{slug}.jpg", unique_entry))
+    files = [file for file, _ in planned]
+    repeated = sorted({file for file in files if files.count(file) > 1})
+    if repeated:
+        raise SystemExit(f"two photos would be written as {repeated[0]}: make photo_slug tell them apart")
+    remove_files(earlier, output)
+    # A manifest of every file about to be written comes first: a build stopped half-way leaves a folder whose
+    # files the next build knows as its own.
+    write_manifest(output, [{"file": file} for file in files], short_side, quality, complete=False)
+    photos = []
+    for file, (path, package, original, licence, author, digest) in planned:
         with Image.open(path) as raw:
             image = raw.convert("RGB")
         scale = short_side / min(image.size)
         if scale < 1:
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", photo_slug(original))
-        name = f"{slug.strip('_').lower()}.jpg"
+        split = file.split("/")[0]
         (output / split).mkdir(parents=True, exist_ok=True)
-        image.save(output / split / name, quality=quality, optimize=True)
-        photos.append(Photo(f"{split}/{name}", split, package, original, licence, author, digest, image.size))
+        image.save(output / file, quality=quality, optimize=True)
+        photos.append(Photo(file, split, package, original, licence, author, digest, image.size))
+    write_manifest(output, [asdict(p) for p in photos], short_side, quality, complete=True)
+    return photos
+
+
+def write_manifest(output: Path, images: list[dict], short_side: int, quality: int, complete: bool) -> None:
+    """``output/MANIFEST.json``: the build's settings, splits and ``images`` (each with its ``file``); a manifest
+    written before the photos (``complete=False``) says so."""
+    output.mkdir(parents=True, exist_ok=True)
     manifest = {
         "description": "Photographs shipped as the offline default image source",
         "command": BUILD_COMMAND,
@@ -170,10 +194,10 @@ def build(work: Path, output: Path, short_side: int, quality: int) -> list[Photo
             "heldout": "every photo of the held-out sources, never trained on",
         },
         "heldout_sources": list(HELDOUT_SOURCES),
-        "images": [asdict(p) for p in photos],
+        **({} if complete else {"incomplete": "written before the photos; a build stopped before it finished"}),
+        "images": images,
     }
     (output / "MANIFEST.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return photos
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -191,7 +191,8 @@ def readme_licences(text: str) -> dict[str, tuple[str, str]]:
         fields: dict[str, list[str]] = {}
         current = None
         for line in paragraph.splitlines():
-            field = re.match(r"^(\w+):\s*(.*)$", line)
+            # Only the README's own keys start a field: a wrapped URL ("https://...") continues the one before.
+            field = re.match(r"^(Copyright|License|Source|Files|Comments):\s*(.*)$", line)
             if field:
                 current = field.group(1)
                 fields[current] = [field.group(2).strip()] if field.group(2).strip() else []
@@ -216,6 +217,11 @@ def collect_gcompris(work: Path) -> list[tuple[Path, str, str, str, str]]:
         bundle = f"usr/share/gcompris-qt/rcc/{activity}.rcc"
         prefix = f"/gcompris/src/activities/{activity}/{folder}/"
         files = {path[len(prefix) :]: blob for path, blob in resource_files(root / bundle) if path.startswith(prefix)}
+        if "README" not in files:
+            raise SystemExit(f"{package} {activity}: no README beside the photos in {bundle}, so no licences")
+        unsafe = [name for name in files if name.startswith("/") or ".." in Path(name).parts]
+        if unsafe:
+            raise SystemExit(f"{package} {activity}: a file name in {bundle} leaves its folder: {unsafe[0]!r}")
         readme = readme_licences(files["README"].decode("utf-8"))
         photos = sorted(name for name in files if name.endswith(".webp"))
         licences = {name: readme.get(GCOMPRIS_README_TYPOS.get((activity, name), name)) for name in photos}

@@ -38,23 +38,34 @@ def test_grid_is_the_critic_search_grid() -> None:
 
 def test_distribution_scores_the_grid_point_of_each_action() -> None:
     candidates = GlimpseGrid(positions=5, scales=3).candidates(GEOMETRY)
-    distribution = GlimpseGridDistribution(candidates, positions=5)
+    distribution = GlimpseGridDistribution(candidates, positions=5, scales=3)
     everything = torch.arange(len(candidates))
-    assert torch.equal(distribution.indices(distribution.actions(everything)), everything)
-    # Off-grid actions go to the nearest point: 0.2 is nearest 0.0, 0.3 nearest 0.5 on a 5-point axis.
-    nudged = distribution.actions(everything) + torch.tensor([0.2, -0.2, 0.0])
-    nudged[:, :2] = nudged[:, :2].clamp(-1.0, 1.0)
-    inside = (distribution.actions(everything)[:, :2].abs() < 1).all(dim=1)
-    assert torch.equal(distribution.indices(nudged)[inside], everything[inside])
+    points = distribution.actions(everything)
+    assert torch.equal(distribution.indices(points), everything)
+    assert torch.equal(distribution.indices(points.double().float()), everything)  # as stored by a buffer
+    # Off-grid actions go to the nearest point: on a 5-point axis (step 0.5) +-0.2 stays, 0.3 moves on; on the
+    # scale axis less than half the gap to the next side stays.
+    inside = (points[:, :2].abs() < 1).all(dim=1)
+    for nudge, expected_step in ((0.2, 0), (-0.2, 0), (0.3, 1)):
+        moved = points.clone()
+        moved[:, 0] += nudge
+        expected = everything + expected_step * 5 * 3
+        assert torch.equal(distribution.indices(moved)[inside], expected[inside]), nudge
+    axis = torch.unique(candidates[:, 2])
+    nudged_scale = points.clone()
+    nudged_scale[:, 2] += 0.45 * (axis[1] - axis[0])  # below half the smallest gap: the same side
+    assert torch.equal(distribution.indices(nudged_scale), everything)
 
     logits = torch.randn(4, len(candidates), generator=torch.Generator().manual_seed(0))
     distribution.proba_distribution(logits)
     actions = distribution.sample()
     assert actions.shape == (4, 3)
     assert all(any(torch.equal(row, point) for point in candidates) for row in actions)  # grid points
-    expected = logits.log_softmax(dim=1).gather(1, distribution.indices(actions)[:, None])[:, 0]
-    torch.testing.assert_close(distribution.log_prob(actions), expected)
+    expected_log_prob = logits.log_softmax(dim=1).gather(1, distribution.indices(actions)[:, None])[:, 0]
+    torch.testing.assert_close(distribution.log_prob(actions), expected_log_prob)
     torch.testing.assert_close(distribution.mode(), candidates[logits.argmax(dim=1)])
+    with pytest.raises(ValueError, match="requires"):
+        GlimpseGridDistribution(candidates, positions=5, scales=4)
 
 
 def test_policy_starts_uniform_and_acts_on_the_grid(tiny_folder: Path, tiny_checkpoint: Path) -> None:
@@ -75,7 +86,36 @@ def test_policy_starts_uniform_and_acts_on_the_grid(tiny_folder: Path, tiny_chec
     assert all(any(torch.equal(row, point) for point in candidates) for row in actions)
     _, evaluated, _ = model.policy.evaluate_actions(observation, actions)
     torch.testing.assert_close(evaluated, log_prob)
-    model.learn(8)  # PPO's update runs through the policy
+    env.close()
+
+
+def test_ppo_stores_actions_it_scores_back_exactly_and_saves(
+    tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    env = tiny_map_env(tiny_folder, tiny_checkpoint)
+    model = PPO(GlimpseGridPolicy, env, n_steps=4, batch_size=8, seed=0, device="cpu",
+                policy_kwargs={"glimpse_geometry": glimpse_geometry_of(env), "grid": {"positions": 7}})  # fmt: skip
+    _, callback = model._setup_learn(4, callback=None)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=4)  # no update yet
+    buffer = model.rollout_buffer
+    observations = torch.as_tensor(buffer.observations.reshape(-1, *env.observation_space.shape))
+    actions = torch.as_tensor(buffer.actions.reshape(-1, 3))
+    candidates = model.policy.action_dist.candidates
+    assert all(any(torch.equal(row, point) for point in candidates) for row in actions)  # grid points stored
+    # PPO's ratio starts from the log-probabilities of the rollout: the stored float32 actions score back to them.
+    with torch.no_grad():
+        _, log_prob, _ = model.policy.evaluate_actions(observations, actions)
+    np.testing.assert_allclose(log_prob.numpy(), buffer.log_probs.reshape(-1), rtol=1e-6, atol=1e-6)
+    model.learn(8)
+
+    from agents.sb3_files import load_sb3
+
+    model.save(tmp_path / "ppo_grid.zip")
+    loaded = load_sb3(PPO, tmp_path / "ppo_grid.zip", env.observation_space, env.action_space)  # no unpickling
+    observation = env.reset()
+    expected, _ = model.predict(observation, deterministic=True)
+    got, _ = loaded.predict(observation, deterministic=True)
+    np.testing.assert_array_equal(got, expected)
     env.close()
 
 
@@ -98,3 +138,12 @@ def test_policy_refuses_other_observations_and_a_missing_geometry() -> None:
         GlimpseGridPolicy(image, ACTION_SPACE, lambda _: 3e-4)
     with pytest.raises(ValueError, match="glimpse action Box of shape"):
         GlimpseGridPolicy(image, spaces.Discrete(4), lambda _: 3e-4, glimpse_geometry={})
+    geometry = {"image_size": [224, 224], "min_crop": 32.0, "max_crop": 224.0}
+    with pytest.raises(ValueError, match="takes no use_sde"):
+        GlimpseGridPolicy(image, ACTION_SPACE, lambda _: 3e-4, glimpse_geometry=geometry, use_sde=True)
+    with pytest.raises(ValueError, match="one trunk"):
+        GlimpseGridPolicy(
+            image, ACTION_SPACE, lambda _: 3e-4, glimpse_geometry=geometry, share_features_extractor=False
+        )
+    with pytest.raises(ValueError, match="positions must be an integer"):
+        GlimpseGridPolicy(image, ACTION_SPACE, lambda _: 3e-4, glimpse_geometry=geometry, grid={"positions": True})

@@ -53,6 +53,41 @@ def test_resource_bundle_files_read_back(tmp_path: Path) -> None:
     truncated.write_bytes(bundle.read_bytes()[:40])
     with pytest.raises(ResourceBundleError, match="outside the file"):
         list(resource_files(truncated))
+    # A file larger than the limit, stored compressed (a small bundle that inflates far) or not, is refused.
+    with pytest.raises(ResourceBundleError, match="over 1000 bytes"):
+        list(resource_files(bundle, max_file_bytes=1000))
+    plain = tmp_path / "plain.rcc"
+    write_bundle(plain, "resource", files, compressed=set())
+    with pytest.raises(ResourceBundleError, match="over 1000 bytes"):
+        list(resource_files(plain, max_file_bytes=1000))
+
+
+def test_a_damaged_bundle_fails_with_a_clear_error(tmp_path: Path) -> None:
+    bundle = tmp_path / "loop.rcc"
+    write_bundle(bundle, "resource", {"a.txt": b"a"}, compressed=set())
+    blob = bytearray(bundle.read_bytes())
+    # The folder (tree entry 1) lists itself as its first child: a loop.
+    folder_entry = 24 + 22
+    blob[folder_entry + 10 : folder_entry + 14] = (1).to_bytes(4, "big")
+    bundle.write_bytes(bytes(blob))
+    with pytest.raises(ResourceBundleError, match="reached twice"):
+        list(resource_files(bundle))
+    # A file whose stored length runs past the end of the bundle.
+    write_bundle(bundle, "resource", {"a.txt": b"abc"}, compressed=set())
+    blob = bytearray(bundle.read_bytes())
+    tree_size = 3 * 22
+    data_start = 24 + tree_size
+    blob[data_start : data_start + 4] = (10**6).to_bytes(4, "big")
+    bundle.write_bytes(bytes(blob))
+    with pytest.raises(ResourceBundleError, match="outside the file"):
+        list(resource_files(bundle))
+    # Compressed data that is not zlib.
+    write_bundle(bundle, "resource", {"a.txt": b"abc"}, compressed={"a.txt"})
+    blob = bytearray(bundle.read_bytes())
+    blob[data_start + 8 : data_start + 12] = b"junk"
+    bundle.write_bytes(bytes(blob))
+    with pytest.raises(ResourceBundleError, match="does not decompress"):
+        list(resource_files(bundle))
 
 
 def test_gcompris_readme_gives_each_file_its_licence_author_and_source() -> None:
@@ -68,7 +103,8 @@ Files:
 bison.webp
 
 Files: heron.webp
-Source: https://commons.wikimedia.org/wiki/File:Heron.jpg
+Source:
+https://commons.wikimedia.org/wiki/File:Heron.jpg
 License: CC-BY-SA-4.0
 Copyright: Stephan Sprinz
 Comments: cropping
@@ -123,6 +159,14 @@ def test_a_build_removes_only_files_an_earlier_build_wrote(tmp_path: Path) -> No
     with pytest.raises(SystemExit, match="did not write"):
         previous_build(mine)
     assert sorted(p.name for p in mine.iterdir()) == ["MANIFEST.json", "holiday.jpg"]
+
+    # A build stopped half-way leaves the manifest it wrote before its photos: the next build may clear it.
+    stopped = tmp_path / "stopped"
+    build_embedded_images.write_manifest(stopped, [{"file": "train/a.jpg"}, {"file": "val/b.jpg"}], 512, 88, False)
+    (stopped / "train").mkdir()
+    (stopped / "train" / "a.jpg").write_bytes(b"jpeg")  # val/b.jpg was never written
+    assert json.loads((stopped / "MANIFEST.json").read_text())["incomplete"]
+    assert previous_build(stopped) == [stopped / "MANIFEST.json", stopped / "train" / "a.jpg"]
 
 
 def test_gcompris_allow_list_counts_every_reviewed_photo() -> None:
