@@ -5,14 +5,17 @@ Every algorithm trains for ``--timesteps`` env steps on the training images thro
 evaluated. The table gives the task metric after the last glimpse (mean ± std over seeds), the final score, the
 training wall time and env steps per second. Runs can be spread over worker processes (``--workers``).
 
-Add an algorithm in a few lines: put a factory in :data:`ALGORITHMS`::
+Add an algorithm in a few lines: put a factory in :data:`ALGORITHMS` (it takes ``**overrides`` too if it should
+honour ``--algorithm-kwargs``)::
 
-    ALGORITHMS["my_sac"] = lambda env, seed, device: SAC("MultiInputPolicy", env, seed=seed, device=device,
-                                                          policy_kwargs=sac_policy_kwargs(), learning_rate=3e-4)
+    ALGORITHMS["my_sac"] = lambda env, seed, device, **overrides: SAC(
+        "MultiInputPolicy", env, seed=seed, device=device, policy_kwargs=sac_policy_kwargs(), **overrides)
 
 Usage::
 
     python scripts/benchmark_agents.py --algorithms sac --baselines random raster --seeds 0 1 2 --timesteps 10000
+    python scripts/benchmark_agents.py --env-kwargs observation=map --algorithms ppo_grid --algorithm-kwargs \
+        learning_rate=0.001 n_steps=32          # one algorithm's settings changed
     python scripts/benchmark_agents.py --env-id AdaGlimpse-ImageNet-Reconstruction-v0 \\
         --env-kwargs data_root=/data/imagenet checkpoint=mae.ckpt --algorithms sac td3 ppo tqc --workers 4
 """
@@ -50,67 +53,71 @@ from agents.sac import make_sac
 from agents.sb3_adapter import make_sb3_vec_env
 from agents.trunks import policy_setup
 
-Factory = Callable[[VecEnv, int, str], BaseAlgorithm]
+#: ``factory(env, seed, device, **overrides)``: the algorithm, with ``overrides`` (``--algorithm-kwargs``) replacing
+#: its constructor arguments.
+Factory = Callable[..., BaseAlgorithm]
 
 
 def _off_policy(algorithm: type[OffPolicyAlgorithm], **kwargs: Any) -> Factory:
-    def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+    def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
         setup = policy_setup(env.observation_space)
-        return algorithm(
-            setup.policy, env, seed=seed, device=device, policy_kwargs=setup.policy_kwargs,
-            replay_buffer_class=setup.replay_buffer_class, buffer_size=10_000, batch_size=128, **kwargs,
-        )  # fmt: skip
+        settings = {"policy_kwargs": setup.policy_kwargs, "replay_buffer_class": setup.replay_buffer_class,
+                    "buffer_size": 10_000, "batch_size": 128, **kwargs, **overrides}  # fmt: skip
+        return algorithm(setup.policy, env, seed=seed, device=device, **settings)
 
     return build
 
 
 def _on_policy(algorithm: type[BaseAlgorithm], **kwargs: Any) -> Factory:
-    def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+    def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
         setup = policy_setup(env.observation_space, on_policy=True)
-        return algorithm(setup.policy, env, seed=seed, device=device, policy_kwargs=setup.policy_kwargs, **kwargs)
+        settings = {"policy_kwargs": setup.policy_kwargs, **kwargs, **overrides}
+        return algorithm(setup.policy, env, seed=seed, device=device, **settings)
 
     return build
 
 
 def _contrib(name: str, **kwargs: Any) -> Factory:
-    def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+    def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
         try:
             import sb3_contrib
         except ImportError as error:
             raise SystemExit(f"{name} needs sb3-contrib: pip install 'adaglimpse-env[benchmark]'") from error
-        return _off_policy(getattr(sb3_contrib, name), **kwargs)(env, seed, device)
+        return _off_policy(getattr(sb3_contrib, name), **kwargs)(env, seed, device, **overrides)
 
     return build
 
 
-def _sac_search(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+def _sac(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
+    """The paper's SAC (:func:`agents.sac.make_sac`: its actor) after the common uniform warm-up."""
+    return make_sac(env, seed=seed, device=device, **{"learning_starts": 2_000, **overrides})
+
+
+def _sac_search(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """SAC acting by critic search (``map`` observation only), with the settings of train_sac.py's default run
     (configs/sac/digits.yaml) but the common uniform warm-up."""
-    model = make_sac(
-        env, seed=seed, device=device, critic_search=CriticSearch(), lr_schedule=False, learning_starts=2_000,
-        batch_size=64, gradient_steps=4, buffer_size=30_000,
-    )  # fmt: skip
+    settings = {"lr_schedule": False, "learning_starts": 2_000, "batch_size": 64, "gradient_steps": 4,
+                "buffer_size": 30_000, **overrides}  # fmt: skip
+    model = make_sac(env, seed=seed, device=device, critic_search=CriticSearch(), **settings)
     model.symmetry_augment = True
     return model
 
 
-def _ppo_grid(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+def _ppo_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """PPO with a categorical policy over a grid of glimpses scored from the map (``map`` observation only;
     :mod:`agents.grid_policy`), PPO's other settings as the ``ppo`` entry's."""
     geometry = glimpse_geometry_of(env)
     if geometry is None:
         raise ValueError("ppo_grid needs a glimpse env with the 'map' observation (--env-kwargs observation=map)")
-    return PPO(
-        GlimpseGridPolicy, env, seed=seed, device=device, policy_kwargs={"glimpse_geometry": geometry},
-        n_steps=64, batch_size=128,
-    )  # fmt: skip
+    settings = {"policy_kwargs": {"glimpse_geometry": geometry}, "n_steps": 64, "batch_size": 128, **overrides}
+    return PPO(GlimpseGridPolicy, env, seed=seed, device=device, **settings)
 
 
 #: name -> factory(env, seed, device). ``sac`` is the paper's (make_sac: its actor), ``sac_search`` the same SAC
 #: acting by searching its map critic (agents/critic_search.py), ``ppo_grid`` PPO with a categorical policy over
 #: a grid of glimpses (agents/grid_policy.py); the others share the trunk and buffer.
 ALGORITHMS: dict[str, Factory] = {
-    "sac": lambda env, seed, device: make_sac(env, seed=seed, device=device, learning_starts=2_000),
+    "sac": _sac,
     "sac_search": _sac_search,
     "td3": _off_policy(TD3, learning_starts=2_000),
     "ddpg": _off_policy(DDPG, learning_starts=2_000),
@@ -131,6 +138,24 @@ def job_devices(device: str, count: int) -> list[str]:
     return [device] * count
 
 
+def build_algorithm(name: str, env: VecEnv, seed: int, device: str, overrides: dict[str, Any]) -> BaseAlgorithm:
+    """``ALGORITHMS[name]`` on ``env``, with ``overrides`` of its constructor arguments (none: the factory is
+    called with three arguments, as a factory without ``**overrides`` expects).
+
+    Raises:
+        SystemExit: an override the algorithm does not take.
+    """
+    if not overrides:
+        return ALGORITHMS[name](env, seed, device)
+    try:
+        return ALGORITHMS[name](env, seed, device, **overrides)
+    except TypeError as error:
+        raise SystemExit(
+            f"--algorithm-kwargs {sorted(overrides)} do not fit {name} ({error}); give only arguments of its "
+            "constructor (e.g. learning_rate, batch_size), and benchmark algorithms that differ in them separately"
+        ) from error
+
+
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train (unless a baseline) and evaluate one (policy, seed) pair; runs in a worker process."""
     torch.set_num_threads(job["threads"])
@@ -143,7 +168,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         policy: Any = make_baseline(job["name"], eval_env, seed=job["seed"])
     else:
         train_env = make_sb3_vec_env(job["env_id"], num_envs=job["num_envs"], split="train", **kwargs)
-        policy = ALGORITHMS[job["name"]](train_env, job["seed"], job["device"])
+        policy = build_algorithm(job["name"], train_env, job["seed"], job["device"], job["algorithm_kwargs"])
         callback = None
         if job["curve_every"]:
             # Learning curve on its own held-out env (the first curve_episodes val scenes, the same every time);
@@ -246,6 +271,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--env-id", default="AdaGlimpse-Photos-v0")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--algorithms", nargs="*", default=["sac"], choices=sorted(ALGORITHMS))
+    parser.add_argument(
+        "--algorithm-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+        help="constructor arguments replacing the algorithms' own (e.g. learning_rate=0.001 n_steps=32); they go "
+        "to every algorithm of the run",
+    )  # fmt: skip
     parser.add_argument("--baselines", nargs="*", default=["random", "raster"], choices=sorted(BASELINES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=10_000)
@@ -274,6 +304,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env_kwargs = parse_key_values(args.env_kwargs)
+    algorithm_kwargs = parse_key_values(args.algorithm_kwargs, "--algorithm-kwargs")
     threads = args.threads or max(1, torch.get_num_threads() // args.workers)
     names = [*args.algorithms, *args.baselines]
     devices = iter(job_devices(args.device, len(names) * len(args.seeds)))
@@ -292,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             "curve_episodes": args.curve_episodes,
             "device": next(devices),
             "threads": threads,
+            "algorithm_kwargs": algorithm_kwargs,
         }
         for name in names
         for seed in args.seeds

@@ -317,6 +317,22 @@ def test_benchmark_agents_critic_search_with_early_stop(env_args: list[str], tmp
     assert all(r["early_stop_metric"] == r["metric_by_glimpse"][1] for r in results)
 
 
+def test_benchmark_agents_grid_ppo_with_algorithm_kwargs(env_args: list[str], tmp_path: Path, capsys) -> None:
+    # PPO with the grid policy, its settings changed from the command line; an argument it does not take is named.
+    args = [*env_args, "observation=map", "map_size=16", "--algorithms", "ppo_grid", "--algorithm-kwargs",
+            "n_steps=4", "batch_size=8", "learning_rate=0.001", "--baselines", "--seeds", "0", "--timesteps", "8",
+            "--num-envs", "2", "--eval-episodes", "2", "--eval-envs", "2",
+            "--output", str(tmp_path / "r.json")]  # fmt: skip
+    assert benchmark_agents.main(args) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["args"]["algorithm_kwargs"] == ["n_steps=4", "batch_size=8", "learning_rate=0.001"]
+    assert [r["name"] for r in record["results"]] == ["ppo_grid"] and "| ppo_grid | 1 |" in capsys.readouterr().out
+    settings = slice(args.index("--algorithm-kwargs") + 1, args.index("--baselines"))
+    bad = [*args[: settings.start], "no_such_setting=1", *args[settings.stop :]]
+    with pytest.raises(SystemExit, match=r"do not fit ppo_grid"):
+        benchmark_agents.main(bad)
+
+
 def test_digits_preset_is_the_default_run() -> None:
     # configs/sac/digits.yaml says it is train_sac.py's defaults written out (docs/results.md relies on it), and
     # configs/sac/embedded.yaml, the photo reconstruction run, is a complete preset one flag away.
