@@ -32,7 +32,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_
 from torch import nn
 
 from agents.critic_search import SCALE_SPACINGS, glimpse_candidates, scale_axis
-from agents.map_critic import SAMPLES_PER_SIDE, GlimpseGeometry, _head_over_candidates, sample_under_glimpses
+from agents.map_critic import SAMPLES_PER_SIDE, GlimpseGeometry, head_over_candidates, sample_under_glimpses
 from agents.map_features import GlimpseMapExtractor
 
 
@@ -196,7 +196,7 @@ class GlimpseGridExtractor(BaseFeaturesExtractor):
         centre, half = centre.expand(batch, -1, -1), half.expand(batch, -1, -1)
         scored_map = self.score_features(nn.functional.gelu(feature_map))
         per_candidate = torch.cat((sample_under_glimpses(scored_map, centre, half), candidates), dim=-1)
-        logits = _head_over_candidates(self.score, summary, per_candidate)[..., 0]  # (B, K)
+        logits = head_over_candidates(self.score, summary, per_candidate)[..., 0]  # (B, K)
         return torch.cat((logits, summary), dim=1)
 
 

@@ -137,7 +137,7 @@ class GlimpseMapCritic(ContinuousCritic):
         if actions.dim() == 3:
             centre, half = centre.reshape(*actions.shape[:2], 2), half.reshape(*actions.shape[:2], 2)
             per_candidate = torch.cat((sample_under_glimpses(feature_map, centre, half), actions), dim=-1)
-            return tuple(_head_over_candidates(q_net, summary, per_candidate) for q_net in self.q_networks)
+            return tuple(head_over_candidates(q_net, summary, per_candidate) for q_net in self.q_networks)
         sampled = sample_under_glimpses(feature_map, centre, half)
         q_input = torch.cat((summary, sampled, actions), dim=-1)
         return tuple(q_net(q_input) for q_net in self.q_networks)
@@ -153,7 +153,7 @@ class GlimpseMapCritic(ContinuousCritic):
         return self.q_values(state, actions)[0]
 
 
-def _head_over_candidates(q_net: nn.Module, summary: torch.Tensor, per_candidate: torch.Tensor) -> torch.Tensor:
+def head_over_candidates(q_net: nn.Module, summary: torch.Tensor, per_candidate: torch.Tensor) -> torch.Tensor:
     """``(B, K, 1)``: a Q head over ``K`` candidates of each state, its first layer's share of the state's summary
     computed once per state instead of once per candidate (the same function as ``q_net(summary ++ candidate)``,
     a third fewer multiply-adds in the first layer when the critic search scores hundreds of candidates per
