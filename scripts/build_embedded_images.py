@@ -128,11 +128,13 @@ def previous_build(output: Path) -> list[Path]:
 
 
 def remove_files(files: list[Path], root: Path) -> None:
-    """Delete ``files`` one by one, then the folders under ``root`` they leave empty."""
+    """Delete ``files`` one by one, then the folders below ``root`` that held them and are left empty (no other
+    folder is touched)."""
     for path in files:
         path.unlink()
-    for folder in sorted((path for path in root.rglob("*") if path.is_dir()), reverse=True):
-        if not any(folder.iterdir()):
+    holders = {path.parent for path in files if path.parent != root}
+    for folder in sorted(holders, key=lambda folder: len(folder.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
 

@@ -143,8 +143,9 @@ def test_a_build_removes_only_files_an_earlier_build_wrote(tmp_path: Path) -> No
     (ours / "MANIFEST.json").write_text(json.dumps(manifest))
     earlier = previous_build(ours)
     assert earlier == [ours / "MANIFEST.json", ours / "train" / "a.jpg"]
+    (ours / "empty").mkdir()  # an empty folder of someone's stays
     build_embedded_images.remove_files(earlier, ours)
-    assert list(ours.iterdir()) == []
+    assert [p.name for p in ours.iterdir()] == ["empty"]
 
     # A folder of someone's own files, with or without a manifest of ours, loses nothing.
     mine = tmp_path / "pictures"
