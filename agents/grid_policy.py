@@ -161,6 +161,8 @@ class GlimpseGridExtractor(BaseFeaturesExtractor):
     """
 
     candidates: torch.Tensor  # (K, 3), a buffer
+    candidate_centres: torch.Tensor  # (K, 2) glimpse centres in the [-1, 1] frame of grid_sample, a buffer
+    candidate_halves: torch.Tensor  # (K, 2) their half sides, a buffer
 
     def __init__(
         self,
@@ -175,12 +177,13 @@ class GlimpseGridExtractor(BaseFeaturesExtractor):
         self.grid = GlimpseGrid(**grid)
         super().__init__(observation_space, self.grid.size + summary_dim)
         self.trunk = GlimpseMapExtractor(observation_space, features_dim=summary_dim, channels=channels)
-        self.geometry = GlimpseGeometry(
-            image_size=(int(glimpse_geometry["image_size"][0]), int(glimpse_geometry["image_size"][1])),
-            min_crop=float(glimpse_geometry["min_crop"]),
-            max_crop=float(glimpse_geometry["max_crop"]),
-        )
-        self.register_buffer("candidates", self.grid.candidates(self.geometry), persistent=False)
+        self.geometry = GlimpseGeometry.from_dict(glimpse_geometry)
+        candidates = self.grid.candidates(self.geometry)
+        self.register_buffer("candidates", candidates, persistent=False)
+        # Every candidate's glimpse box is the same for every state: computed once, moved with the module.
+        centres, halves = self.geometry.glimpse_boxes(candidates)
+        self.register_buffer("candidate_centres", centres, persistent=False)
+        self.register_buffer("candidate_halves", halves, persistent=False)
         self.summary_dim = summary_dim
         self.score_features = nn.Conv2d(channels, score_channels, kernel_size=1)
         input_dim = summary_dim + score_channels * SAMPLES_PER_SIDE**2 + 3
@@ -192,8 +195,8 @@ class GlimpseGridExtractor(BaseFeaturesExtractor):
         summary = self.trunk.summarize(feature_map)
         batch = len(observations)
         candidates = self.candidates.expand(batch, -1, -1)  # (B, K, 3)
-        centre, half = self.geometry.glimpse_boxes(self.candidates)  # (K, 2) each: the same for every state
-        centre, half = centre.expand(batch, -1, -1), half.expand(batch, -1, -1)
+        centre = self.candidate_centres.expand(batch, -1, -1)  # (B, K, 2)
+        half = self.candidate_halves.expand(batch, -1, -1)
         scored_map = self.score_features(nn.functional.gelu(feature_map))
         per_candidate = torch.cat((sample_under_glimpses(scored_map, centre, half), candidates), dim=-1)
         logits = head_over_candidates(self.score, summary, per_candidate)[..., 0]  # (B, K)
@@ -204,12 +207,12 @@ class _SplitLatents(nn.Module):
     """SB3's ``mlp_extractor`` for a grid policy: the actor's latent is the logits, the critic's an MLP over the
     summary."""
 
-    def __init__(self, candidates: int, summary_dim: int, value_net: list[int], activation_fn: type[nn.Module]):
+    def __init__(self, candidates: int, summary_dim: int, value_arch: list[int], activation_fn: type[nn.Module]):
         super().__init__()
         self.candidates = candidates
         self.latent_dim_pi = candidates
-        self.latent_dim_vf = value_net[-1] if value_net else summary_dim
-        self.value_net = nn.Sequential(*create_mlp(summary_dim, -1, value_net, activation_fn)) if value_net else None
+        self.latent_dim_vf = value_arch[-1] if value_arch else summary_dim
+        self.value_net = nn.Sequential(*create_mlp(summary_dim, -1, value_arch, activation_fn)) if value_arch else None
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_actor(features), self.forward_critic(features)

@@ -49,6 +49,14 @@ class GlimpseGeometry:
     min_crop: float
     max_crop: float
 
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> GlimpseGeometry:
+        """The geometry from its fields as plain JSON values (``image_size`` a list), as policies save them and
+        :func:`glimpse_geometry_of` returns them."""
+        height, width = fields["image_size"]
+        return cls(image_size=(int(height), int(width)), min_crop=float(fields["min_crop"]),
+                   max_crop=float(fields["max_crop"]))  # fmt: skip
+
     def glimpse_boxes(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Centres and half sides of the glimpses in the ``[-1, 1]`` frame of ``grid_sample``.
 
@@ -221,11 +229,7 @@ class MapSACPolicy(CnnPolicy):
         if self.glimpse_geometry is None:
             return super().make_critic(features_extractor)
         critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        geometry = GlimpseGeometry(
-            image_size=tuple(self.glimpse_geometry["image_size"]),
-            min_crop=float(self.glimpse_geometry["min_crop"]),
-            max_crop=float(self.glimpse_geometry["max_crop"]),
-        )
+        geometry = GlimpseGeometry.from_dict(self.glimpse_geometry)
         return GlimpseMapCritic(glimpse_geometry=geometry, **critic_kwargs).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:

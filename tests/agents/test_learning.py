@@ -127,6 +127,16 @@ def assert_beats_random(env: GlimpseVectorEnv, model: Any) -> None:
     assert trained_hits >= 0.9 and random_hits <= 0.5, summary
 
 
+def assert_learns(task: CornerTask, observation: str, model: Any, train_env: Any, steps: int) -> None:
+    """Train ``model`` for ``steps`` env steps, then :func:`assert_beats_random` on the held-out images; closes both
+    envs."""
+    model.learn(steps)
+    env = held_out_env(task, observation)
+    assert_beats_random(env, model)
+    env.close()
+    train_env.close()
+
+
 def test_only_a_glimpse_on_the_corner_is_rewarded(corner_task: CornerTask) -> None:
     env = held_out_env(corner_task, "flat")
     smallest = np.array([[-1.0, -1.0, -1.0]] * env.num_envs, dtype=np.float32)
@@ -157,11 +167,7 @@ def test_sac_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -
         seed=0,
         device="cpu",
     )
-    model.learn(1000)
-    env = held_out_env(corner_task, "flat")
-    assert_beats_random(env, model)
-    env.close()
-    train_env.close()
+    assert_learns(corner_task, "flat", model, train_env, 1000)
 
 
 def test_paper_sac_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -> None:
@@ -177,11 +183,7 @@ def test_paper_sac_learns_to_look_at_the_informative_corner(corner_task: CornerT
         batch_size=64,
         policy_kwargs=sac_policy_kwargs(hidden_dim=64, num_heads=4),
     )
-    model.learn(2000)
-    env = held_out_env(corner_task, "full")
-    assert_beats_random(env, model)
-    env.close()
-    train_env.close()
+    assert_learns(corner_task, "full", model, train_env, 2000)
 
 
 def test_ppo_with_the_grid_policy_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -> None:
@@ -198,8 +200,4 @@ def test_ppo_with_the_grid_policy_learns_to_look_at_the_informative_corner(corne
         seed=0,
         device="cpu",
     )
-    model.learn(1024)
-    env = held_out_env(corner_task, "map")
-    assert_beats_random(env, model)
-    env.close()
-    train_env.close()
+    assert_learns(corner_task, "map", model, train_env, 1024)
