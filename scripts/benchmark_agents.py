@@ -6,7 +6,8 @@ evaluated. The table gives the task metric after the last glimpse (mean ± std o
 training wall time and env steps per second. Runs can be spread over worker processes (``--workers``).
 
 Add an algorithm in a few lines: put a factory in :data:`ALGORITHMS` (it takes ``**overrides`` too if it should
-honour ``--algorithm-kwargs``)::
+honour ``--algorithm-kwargs``; the built-in factories also name their constructors, so that a misspelt override is
+refused before anything is built)::
 
     ALGORITHMS["my_sac"] = lambda env, seed, device, **overrides: SAC(
         "MultiInputPolicy", env, seed=seed, device=device, policy_kwargs=sac_policy_kwargs(), **overrides)
@@ -23,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -35,7 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import A2C, DDPG, PPO, TD3
+from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
@@ -54,11 +56,42 @@ from agents.sb3_adapter import make_sb3_vec_env
 from agents.trunks import policy_setup
 
 #: ``factory(env, seed, device, **overrides)``: the algorithm, with ``overrides`` (``--algorithm-kwargs``) replacing
-#: its constructor arguments.
+#: its constructor arguments. A factory may name the constructors it passes ``overrides`` to (:func:`_passes_to`),
+#: so that a wrong name is refused before anything is built.
 Factory = Callable[..., BaseAlgorithm]
 
 
+def _passes_to(
+    *constructors: Callable[[], Callable[..., Any]], fixed: tuple[str, ...] = ()
+) -> Callable[[Factory], Factory]:
+    """Mark a factory as passing its ``overrides`` to these constructors (each given lazily: a zero-argument
+    callable, so that an optional package is imported only when its algorithm is built), except the arguments
+    ``fixed`` that the factory sets itself."""
+
+    def mark(build: Factory) -> Factory:
+        build.constructors = constructors  # type: ignore[attr-defined]
+        build.fixed = frozenset(fixed)  # type: ignore[attr-defined]
+        return build
+
+    return mark
+
+
+def accepted_overrides(factory: Factory) -> frozenset[str] | None:
+    """The keyword arguments ``factory`` can take as overrides, or None where it does not say (a user's own)."""
+    constructors = getattr(factory, "constructors", None)
+    if constructors is None:
+        return None
+    names: set[str] = set()
+    for constructor in constructors:
+        for name, parameter in inspect.signature(constructor()).parameters.items():
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY) and name[0] != "_":
+                names.add(name)
+    # env, seed and device come from the benchmark; the policy is each factory's own.
+    return frozenset(names - {"self", "env", "seed", "device", "policy", *getattr(factory, "fixed", ())})
+
+
 def _off_policy(algorithm: type[OffPolicyAlgorithm], **kwargs: Any) -> Factory:
+    @_passes_to(lambda: algorithm)
     def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
         setup = policy_setup(env.observation_space)
         settings = {"policy_kwargs": setup.policy_kwargs, "replay_buffer_class": setup.replay_buffer_class,
@@ -69,6 +102,7 @@ def _off_policy(algorithm: type[OffPolicyAlgorithm], **kwargs: Any) -> Factory:
 
 
 def _on_policy(algorithm: type[BaseAlgorithm], **kwargs: Any) -> Factory:
+    @_passes_to(lambda: algorithm)
     def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
         setup = policy_setup(env.observation_space, on_policy=True)
         settings = {"policy_kwargs": setup.policy_kwargs, **kwargs, **overrides}
@@ -77,22 +111,30 @@ def _on_policy(algorithm: type[BaseAlgorithm], **kwargs: Any) -> Factory:
     return build
 
 
+def _contrib_class(name: str) -> type[OffPolicyAlgorithm]:
+    try:
+        import sb3_contrib
+    except ImportError as error:
+        raise SystemExit(f"{name} needs sb3-contrib: pip install 'adaglimpse-env[benchmark]'") from error
+    algorithm: type[OffPolicyAlgorithm] = getattr(sb3_contrib, name)
+    return algorithm
+
+
 def _contrib(name: str, **kwargs: Any) -> Factory:
+    @_passes_to(lambda: _contrib_class(name))
     def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
-        try:
-            import sb3_contrib
-        except ImportError as error:
-            raise SystemExit(f"{name} needs sb3-contrib: pip install 'adaglimpse-env[benchmark]'") from error
-        return _off_policy(getattr(sb3_contrib, name), **kwargs)(env, seed, device, **overrides)
+        return _off_policy(_contrib_class(name), **kwargs)(env, seed, device, **overrides)
 
     return build
 
 
+@_passes_to(lambda: make_sac, lambda: SAC)
 def _sac(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """The paper's SAC (:func:`agents.sac.make_sac`: its actor) after the common uniform warm-up."""
     return make_sac(env, seed=seed, device=device, **{"learning_starts": 2_000, **overrides})
 
 
+@_passes_to(lambda: make_sac, lambda: SAC, fixed=("critic_search",))
 def _sac_search(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """SAC acting by critic search (``map`` observation only), with the settings of train_sac.py's default run
     (configs/sac/digits.yaml) but the common uniform warm-up."""
@@ -103,6 +145,7 @@ def _sac_search(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAl
     return model
 
 
+@_passes_to(lambda: PPO)
 def _ppo_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """PPO with a categorical policy over a grid of glimpses scored from the map (``map`` observation only;
     :mod:`agents.grid_policy`), PPO's other settings as the ``ppo`` entry's."""
@@ -143,17 +186,22 @@ def build_algorithm(name: str, env: VecEnv, seed: int, device: str, overrides: d
     called with three arguments, as a factory without ``**overrides`` expects).
 
     Raises:
-        SystemExit: an override the algorithm does not take.
+        SystemExit: an override the algorithm does not take (checked before anything is built, where the factory
+            names its constructors; a factory that does not raises its own ``TypeError``).
     """
+    factory = ALGORITHMS[name]
     if not overrides:
-        return ALGORITHMS[name](env, seed, device)
-    try:
-        return ALGORITHMS[name](env, seed, device, **overrides)
-    except TypeError as error:
+        return factory(env, seed, device)
+    accepted = accepted_overrides(factory)
+    unknown = sorted(set(overrides) - accepted) if accepted is not None else []
+    if unknown:
+        examples = [key for key in ("learning_rate", "batch_size", "n_steps", "learning_starts", "gamma")
+                    if key in (accepted or ())]  # fmt: skip
         raise SystemExit(
-            f"--algorithm-kwargs {sorted(overrides)} do not fit {name} ({error}); give only arguments of its "
-            "constructor (e.g. learning_rate, batch_size), and benchmark algorithms that differ in them separately"
-        ) from error
+            f"--algorithm-kwargs {unknown} do not fit {name}: it takes the arguments of its constructor (e.g. "
+            f"{', '.join(examples)}); benchmark algorithms that differ in other ways separately"
+        )
+    return factory(env, seed, device, **overrides)
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:

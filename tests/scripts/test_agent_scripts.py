@@ -374,3 +374,26 @@ def test_export_agent_writes_a_checkpoint_as_a_loadable_agent(env_args: list[str
     env.close()
     with pytest.raises(SystemExit, match="not in a train_sac"):
         export_agent.main([str(tmp_path / "elsewhere" / "model.zip"), "--output", str(tmp_path / "x")])
+
+
+def test_benchmark_agents_refuses_unknown_algorithm_kwargs_before_building() -> None:
+    # The names are checked against the algorithm's constructors, so nothing is built (no env is needed) and the
+    # message names the wrong argument; a setting the factory fixes itself is refused too.
+    with pytest.raises(SystemExit, match=r"\['n_stepz'\] do not fit td3.*learning_rate"):
+        benchmark_agents.build_algorithm("td3", None, 0, "cpu", {"n_stepz": 1, "batch_size": 8})  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match=r"\['critic_search'\] do not fit sac_search"):
+        benchmark_agents.build_algorithm("sac_search", None, 0, "cpu", {"critic_search": 1})  # type: ignore[arg-type]
+    accepted = benchmark_agents.accepted_overrides(benchmark_agents.ALGORITHMS["sac_search"])
+    assert accepted is not None and {"float16_buffer", "gradient_steps", "target_entropy"} <= accepted
+    assert not {"env", "seed", "device", "policy"} & accepted
+
+
+def test_benchmark_agents_user_factory_errors_are_its_own(monkeypatch) -> None:
+    # A factory that does not name its constructors is called as it is; its own TypeError is not reworded.
+    def factory(env, seed, device, **overrides):
+        raise TypeError(f"my_algo got an unexpected keyword argument {next(iter(overrides))!r}")
+
+    monkeypatch.setitem(benchmark_agents.ALGORITHMS, "my_algo", factory)
+    assert benchmark_agents.accepted_overrides(factory) is None
+    with pytest.raises(TypeError, match="unexpected keyword argument 'zzz'"):
+        benchmark_agents.build_algorithm("my_algo", None, 0, "cpu", {"zzz": 1})  # type: ignore[arg-type]
