@@ -29,7 +29,7 @@ import torch
 from stable_baselines3.sac.policies import SACPolicy
 from torch import nn
 
-from adaglimpse_env.models.checkpoint import safe_torch_load
+from adaglimpse_env.models.torch_files import safe_torch_load
 from agents.features import GlimpseFeaturesExtractor
 
 #: Where a Lightning checkpoint keeps the actor (original Lightning checkpoints).

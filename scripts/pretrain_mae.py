@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from adaglimpse_env.datasets import ImageSource, SeededOrder, TransformConfig, UnreadableFiles, build_image_source
 from adaglimpse_env.glimpse_sets import TargetPlacement, sample_glimpses
 from adaglimpse_env.models import ElasticMAE, create_model, load_model, save_model
-from adaglimpse_env.models.checkpoint import atomic_torch_save, safe_torch_load
+from adaglimpse_env.models.torch_files import atomic_torch_save, safe_torch_load
 from adaglimpse_env.normalization import to_pixels
 from adaglimpse_env.tasks import TaskTargets, get_task
 from agents.config import ConfigError, parse_config

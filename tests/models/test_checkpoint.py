@@ -17,8 +17,9 @@ from adaglimpse_env.models import (
     load_model,
     save_model,
 )
-from adaglimpse_env.models.checkpoint import atomic_torch_save, extract_mae_state_dict
+from adaglimpse_env.models.checkpoint import extract_mae_state_dict
 from adaglimpse_env.models.pos_embed import box_sincos_embed, decoder_sincos_embed, grid_sincos_embed
+from adaglimpse_env.models.torch_files import atomic_torch_save
 
 # Tiny original-format dimensions. 192 is in the known width->heads table (3 heads); the original decoder
 # always has 16 heads, so the decoder width must be a multiple of 16.
