@@ -11,7 +11,8 @@ Sources, reachable offline from this project's machines and from any normal one:
   out of its Qt resource bundles (:mod:`qt_resources`), each with its author, licence and Wikimedia Commons
   source from the activity's README.
 
-Reviewed and left out whole, because they hold no photograph (renders, illustrations, gradients, logos):
+Left out: jigzo's ``penguin-3x2`` (CC-BY-NC-SA: not for any use), Palapeli's ``backgrounds`` (wood and cloth
+textures). Reviewed and left out whole, because they hold no photograph (renders, illustrations, gradients, logos):
 ``gnome-backgrounds`` 43.1, ``ukui-wallpapers``, ``sway-backgrounds``, ``lomiri-wallpapers`` (the Lomiri default
 backgrounds), ``xfdesktop4-data``, ``desktop-base`` and ``fluxbox``; the other files of the packages above
 (``Infinite-Sea`` of lomiri-wallpapers-20.04 is a composite: rendered sea under an overlay). Of GCompris, the
@@ -31,6 +32,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from jigzo_puzzles import puzzle_photo
 from qt_resources import resource_files
 
 #: scikit-image data file -> (licence, author / attribution), from the docstrings of skimage.data.
@@ -123,6 +125,22 @@ GCOMPRIS_PACKAGE = "gcompris-qt-data"
 GCOMPRIS_README_TYPOS = {("explore_monuments", "germany/aulaPalatina.webp"): "germany/audaPalatina.webp"}
 
 
+#: jigzo puzzles kept (every other one is a photograph too, but under a non-commercial licence), in
+#: ``usr/share/games/jigzo/puzzles/00_default`` of ``jigzo-data``.
+JIGZO_PACKAGE = "jigzo-data"
+JIGZO_FOLDER = "usr/share/games/jigzo/puzzles/00_default"
+JIGZO_PHOTOS = (
+    "bike-3x4.pzl", "bird-2x3.pzl", "blackberry-3x3.pzl", "castle-6x3.pzl", "clouds-4x4.pzl", "gorilla2-3x3.pzl",
+    "heli-4x3.pzl", "horse-4x3.pzl", "tobogan-4x3.pzl", "train-2x2.pzl", "windmill-4x4.pzl",
+)  # fmt: skip
+#: Palapeli's collection: every picture of it, each a photograph from Wikimedia Commons.
+PALAPELI_PACKAGE = "palapeli-data"
+PALAPELI_FOLDER = "usr/share/palapeli/collection"
+PALAPELI_PHOTOS = (
+    "castle-maintenon", "cincinnati-bridge", "citrus-fruits", "european-honey-bee", "panther-chameleon-female",
+)  # fmt: skip
+
+
 def run(command: list[str], cwd: Path) -> None:
     print("$", " ".join(command), flush=True)
     subprocess.run(command, cwd=cwd, check=True)
@@ -161,7 +179,8 @@ def fetch_debian(work: Path, package: str) -> tuple[str, Path]:
 
 
 def debian_licences(root: Path, package: str) -> dict[str, tuple[str, str]]:
-    """File name -> (licence, copyright holder) from the package's DEP-5 copyright file."""
+    """File name (or ``*``, every other file) -> (licence, copyright holder) from the package's DEP-5 copyright
+    file; the ``debian/*`` paragraphs, about the packaging, are left out."""
     text = (root / "usr/share/doc" / package / "copyright").read_text(errors="replace")
     licences: dict[str, tuple[str, str]] = {}
     for paragraph in text.split("\n\n"):
@@ -171,6 +190,8 @@ def debian_licences(root: Path, package: str) -> dict[str, tuple[str, str]]:
         if files and licence:
             who = " ".join(holder.group(1).split()) if holder else ""
             for pattern in files.group(1).split():
+                if pattern.startswith("debian/"):  # the packaging's own files, never a shipped photo
+                    continue
                 licences[pattern.split("/")[-1]] = (licence.group(1).strip(), who)
     return licences
 
@@ -240,6 +261,47 @@ def collect_gcompris(work: Path) -> list[tuple[Path, str, str, str, str]]:
     return found
 
 
+def desktop_entry(path: Path) -> dict[str, str]:
+    """The ``key=value`` lines of a freedesktop ``.desktop`` file (untranslated keys only)."""
+    entry: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        key, equals, value = line.partition("=")
+        if equals and "[" not in key:
+            entry.setdefault(key.strip(), value.strip())
+    return entry
+
+
+def collect_puzzles(work: Path) -> list[tuple[Path, str, str, str, str]]:
+    """The photographs of :data:`JIGZO_PHOTOS` (written out of their puzzle files into ``work`` as PNG) and of
+    :data:`PALAPELI_PHOTOS`.
+
+    Raises:
+        SystemExit: a reviewed puzzle that is missing, or one without an author and licence.
+    """
+    found = []
+    package, root = fetch_debian(work, JIGZO_PACKAGE)
+    licences = debian_licences(root, JIGZO_PACKAGE)
+    for name in JIGZO_PHOTOS:
+        source = root / JIGZO_FOLDER / name
+        if not source.is_file():
+            raise SystemExit(f"{package}: the reviewed puzzle {name} is missing from {JIGZO_FOLDER}")
+        target = work / "jigzo" / f"{Path(name).stem}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        puzzle_photo(source).save(target)
+        licence, holder = licences.get(name, licences["*"])
+        found.append((target, package, f"{JIGZO_FOLDER}/{name}", licence, holder))
+    package, root = fetch_debian(work, PALAPELI_PACKAGE)
+    for name in PALAPELI_PHOTOS:
+        entry = desktop_entry(root / PALAPELI_FOLDER / f"{name}.desktop")
+        licence, author = entry.get("X-KDE-PluginInfo-License", ""), entry.get("X-KDE-PluginInfo-Author", "")
+        image = root / PALAPELI_FOLDER / entry.get("Image", "")
+        if not licence or not author or not image.is_file():
+            raise SystemExit(f"{package}: {name}.desktop gives no licence, author or image file: {entry}")
+        page = entry.get("X-KDE-PluginInfo-Website", "")
+        found.append((image, package, f"{PALAPELI_FOLDER}/{image.name}", licence, f"{author} ({page})"))
+    return found
+
+
 def collect(work: Path) -> list[tuple[Path, str, str, str, str]]:
     """Every selected original: ``(path, source package, original file, licence, author)``."""
     found = []
@@ -267,4 +329,4 @@ def collect(work: Path) -> list[tuple[Path, str, str, str, str]]:
             for name in names:
                 licence, holder = licences.get(name, ("see the package's copyright file", ""))
                 found.append((base / name, package, f"{folder}/{name}", licence, holder))
-    return found + collect_gcompris(work)
+    return found + collect_gcompris(work) + collect_puzzles(work)

@@ -1,20 +1,24 @@
-"""Building the shipped photos: reading Qt resource bundles, GCompris licences, split order, and an output folder
-that only ever loses files an earlier build wrote."""
+"""Building the shipped photos: reading Qt resource bundles and jigzo puzzles, GCompris, Palapeli and Debian
+licences, split order, and an output folder that only ever loses files an earlier build wrote."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import build_embedded_images
 import photo_sources
+from jigzo_puzzles import PuzzleFileError, puzzle_members, puzzle_photo
 from qt_resources import ResourceBundleError, resource_files
 
 
@@ -174,3 +178,81 @@ def test_gcompris_allow_list_counts_every_reviewed_photo() -> None:
     # 106 photographs, each looked at; a package version whose bundles hold other files fails the build.
     assert sum(count for _, count in photo_sources.GCOMPRIS_PHOTOS.values()) == 106
     assert photo_sources.GCOMPRIS_PACKAGE in build_embedded_images.THIRD_BUILD_SOURCES
+
+
+def write_puzzle(path: Path, texture: Image.Image, rectangle: str, extra: list[tuple[str, bytes]] = ()) -> None:
+    """A jigzo ``PzlF`` 0.1 puzzle: its map (``image`` line ``rectangle``), a thumbnail and its texture."""
+    buffer = io.BytesIO()
+    texture.save(buffer, format="JPEG", quality=100, subsampling=0)
+    members = [("p.map", f"#texture map data\ncrop000 0 0 8 8 0 0 0 0 0 0\nimage {rectangle} 1 1\n".encode()),
+               ("p-t.jpg", b"thumbnail"), ("p.jpg", buffer.getvalue()), *extra]  # fmt: skip
+    body = b"".join(name.encode() + b"\n" + str(len(blob)).encode() + b"\n" + blob for name, blob in members)
+    path.write_bytes(b"PzlF\n0.1\np\nhttp://www.resorama.com/glpuzzle/\n" + body)
+
+
+def test_jigzo_puzzle_photo_is_the_framed_picture_of_its_texture(tmp_path: Path) -> None:
+    # A 64 x 48 texture whose picture (the map's 34 x 22 rectangle at the top left, a 1-pixel frame around it)
+    # is red, the rest blue: the photo is the red 32 x 20 inside the frame.
+    texture = Image.new("RGB", (64, 48), (0, 0, 255))
+    texture.paste((255, 0, 0), (1, 1, 33, 21))
+    write_puzzle(tmp_path / "p.pzl", texture, "0 0 34 22")
+    assert sorted(puzzle_members(tmp_path / "p.pzl")) == ["p-t.jpg", "p.jpg", "p.map"]
+    photo = puzzle_photo(tmp_path / "p.pzl")
+    pixels = np.asarray(photo).astype(int)
+    assert photo.size == (32, 20) and photo.mode == "RGB"
+    assert np.abs(pixels[1:-1, 1:-1] - [255, 0, 0]).max() < 24  # JPEG's error only (its edges blur a pixel)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda data: b"PK\x03\x04" + data[4:], "not a jigzo puzzle"),
+        (lambda data: data.replace(b"PzlF\n0.1", b"PzlF\n0.2", 1), "not a jigzo puzzle"),
+        (lambda data: data[:10], "truncated"),
+        (lambda data: data.replace(b"p.map\n", b"p.map\n9", 1), "damaged"),
+        (lambda data: data.replace(b"p-t.jpg", b"../t.jp", 1), "a path"),
+        (lambda data: data.replace(b"p-t.jpg\n9\nthumbnail", b"p.map\n9\nthumbnail", 1), "repeated"),
+    ],
+)
+def test_a_damaged_puzzle_fails_with_a_clear_error(tmp_path: Path, damage, message: str) -> None:
+    write_puzzle(tmp_path / "p.pzl", Image.new("RGB", (16, 16)), "0 0 10 10")
+    (tmp_path / "p.pzl").write_bytes(damage((tmp_path / "p.pzl").read_bytes()))
+    with pytest.raises(PuzzleFileError, match=message):
+        puzzle_photo(tmp_path / "p.pzl")
+
+
+def test_a_puzzle_whose_picture_does_not_fit_its_texture_is_refused(tmp_path: Path) -> None:
+    write_puzzle(tmp_path / "p.pzl", Image.new("RGB", (16, 16)), "8 8 10 10")
+    with pytest.raises(PuzzleFileError, match="does not fit in the 16 x 16 texture"):
+        puzzle_photo(tmp_path / "p.pzl")
+    write_puzzle(tmp_path / "q.pzl", Image.new("RGB", (16, 16)), "0 0 ten 10")
+    with pytest.raises(PuzzleFileError, match="image x y width height"):
+        puzzle_photo(tmp_path / "q.pzl")
+
+
+def test_palapeli_desktop_entry_and_debian_licences_skip_what_is_not_the_photo(tmp_path: Path) -> None:
+    # Translated keys are left out; the DEP-5 paragraph about debian/* does not replace the upstream "Files: *".
+    desktop = tmp_path / "bee.desktop"
+    desktop.write_text("[Desktop Entry]\nName=Bee\nName[de]=Biene\nX-KDE-PluginInfo-Author=John Severns\n"
+                       "X-KDE-PluginInfo-License=Public Domain\nImage=bee.jpg\n")  # fmt: skip
+    entry = photo_sources.desktop_entry(desktop)
+    assert entry["Name"] == "Bee" and "Name[de]" not in entry and entry["Image"] == "bee.jpg"
+    copyright_file = tmp_path / "usr/share/doc/jigzo-data/copyright"
+    copyright_file.parent.mkdir(parents=True)
+    copyright_file.write_text(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: 2005-2008 Maarten de Boer\nLicense: GPL-2+\n\n"
+        "Files: puzzles/00_default/heli-4x3.pzl\nCopyright: Joana Clotet\nLicense: GPL-2\n\n"
+        "Files: debian/*\nCopyright: 2007-2009 Bart Martens\nLicense: GPL-2+\n"
+    )
+    licences = photo_sources.debian_licences(tmp_path, "jigzo-data")
+    assert licences["*"] == ("GPL-2+", "2005-2008 Maarten de Boer")
+    assert licences["heli-4x3.pzl"] == ("GPL-2", "Joana Clotet")
+
+
+def test_jigsaw_sources_are_held_out_whole_and_named_by_picture() -> None:
+    assert {"jigzo-data", "palapeli-data"} <= set(build_embedded_images.HELDOUT_SOURCES)
+    assert build_embedded_images.split_of("jigzo-data 0.6.1-7.1 (Debian)", 4) == "heldout"
+    slug = build_embedded_images.photo_slug("usr/share/games/jigzo/puzzles/00_default/gorilla2-3x3.pzl")
+    assert slug == "gorilla2"
+    assert len(photo_sources.JIGZO_PHOTOS) == 11 and "penguin-3x2.pzl" not in photo_sources.JIGZO_PHOTOS
