@@ -54,13 +54,22 @@ class EvaluationCallback(BaseCallback):
         episodes: episodes per evaluation.
         seed: evaluation seed (the same images every time).
         sheet_episodes: episodes drawn in the ``eval/episodes`` image.
+        acting: what acts in ``env`` (SB3's ``predict``), when not the model itself: e.g.
+            :class:`agents.grid_dqn.GridActing` for a model trained on discrete glimpses.
     """
 
     def __init__(
-        self, env: GlimpseVectorEnv, every: int, episodes: int, seed: int = 12345, sheet_episodes: int = 4
+        self,
+        env: GlimpseVectorEnv,
+        every: int,
+        episodes: int,
+        seed: int = 12345,
+        sheet_episodes: int = 4,
+        acting: Any = None,
     ) -> None:
         super().__init__()
         self.env, self.every, self.episodes, self.seed = env, every, episodes, seed
+        self.acting = acting
         self.sheet_episodes = sheet_episodes
         self.next_evaluation = every
         self.history: list[dict[str, Any]] = []
@@ -90,7 +99,8 @@ class EvaluationCallback(BaseCallback):
         started = time.perf_counter()
         pictures = self.env.render_mode == "rgb_array"
         recorder = EpisodeRecorder(render_episodes=self.sheet_episodes if pictures else 0)
-        result = run_policy(self.env, self.model, self.episodes, self.seed, recorder)
+        acting = self.acting if self.acting is not None else self.model
+        result = run_policy(self.env, acting, self.episodes, self.seed, recorder)
         metric = result["metric"]
         for glimpses, value in enumerate(result["metric_by_glimpse"]):
             self.logger.record(f"eval/{metric}_after_{glimpses:02d}_glimpses", value)

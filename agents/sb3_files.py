@@ -56,7 +56,11 @@ ALLOWED_CLASSES = {
     ),
 }
 #: The project's own policy classes a zip may name, beside the algorithm's SB3 aliases (for the ``map`` preset).
-PROJECT_POLICIES = {"agents.map_critic.MapSACPolicy", "agents.grid_policy.GlimpseGridPolicy"}
+PROJECT_POLICIES = {
+    "agents.map_critic.MapSACPolicy",
+    "agents.grid_policy.GlimpseGridPolicy",
+    "agents.grid_dqn.GlimpseGridQPolicy",
+}
 #: Serialized keys that ``learn`` / ``_setup_model`` rebuild when absent: replaced by ``None``.
 REBUILT_KEYS = (
     "_last_obs",

@@ -37,7 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import A2C, DDPG, PPO, SAC, TD3
+from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
@@ -49,8 +49,10 @@ from agents.callbacks import EvaluationCallback
 from agents.config import parse_key_values
 from agents.critic_search import CriticSearch
 from agents.evaluation import run_policy
+from agents.grid_dqn import GlimpseGridQPolicy, GridActions, acting_policy
 from agents.grid_policy import GlimpseGridPolicy
 from agents.map_critic import glimpse_geometry_of
+from agents.replay import Float16ReplayBuffer
 from agents.sac import make_sac
 from agents.sb3_adapter import make_sb3_vec_env
 from agents.trunks import policy_setup
@@ -156,9 +158,23 @@ def _ppo_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgo
     return PPO(GlimpseGridPolicy, env, seed=seed, device=device, **settings)
 
 
+@_passes_to(lambda: DQN, fixed=("policy_kwargs",))
+def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
+    """DQN over the grid of glimpses of ``ppo_grid`` as discrete actions (:mod:`agents.grid_dqn`: a Q-network
+    that reads the map under each glimpse; ``map`` observation only), with the off-policy entries' uniform
+    warm-up and sac_search's replay: 4 updates of 64 per vector step, a 30k float16 buffer."""
+    grid_env = GridActions(env)
+    settings = {"policy_kwargs": grid_env.policy_kwargs(), "replay_buffer_class": Float16ReplayBuffer,
+                "buffer_size": 30_000, "batch_size": 64, "learning_starts": 2_000, "train_freq": 1,
+                "gradient_steps": 4, "target_update_interval": 1_000, "exploration_fraction": 0.25,
+                "exploration_final_eps": 0.05, **overrides}  # fmt: skip
+    return DQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **settings)
+
+
 #: name -> factory(env, seed, device). ``sac`` is the paper's (make_sac: its actor), ``sac_search`` the same SAC
 #: acting by searching its map critic (agents/critic_search.py), ``ppo_grid`` PPO with a categorical policy over
-#: a grid of glimpses (agents/grid_policy.py); the others share the trunk and buffer.
+#: a grid of glimpses (agents/grid_policy.py), ``dqn_grid`` DQN over the same grid as discrete actions
+#: (agents/grid_dqn.py); the others share the trunk and buffer.
 ALGORITHMS: dict[str, Factory] = {
     "sac": _sac,
     "sac_search": _sac_search,
@@ -169,6 +185,7 @@ ALGORITHMS: dict[str, Factory] = {
     "ppo": _on_policy(PPO, n_steps=64, batch_size=128),
     "a2c": _on_policy(A2C, n_steps=16),
     "ppo_grid": _ppo_grid,
+    "dqn_grid": _dqn_grid,
 }
 
 
@@ -216,24 +233,27 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         policy: Any = make_baseline(job["name"], eval_env, seed=job["seed"])
     else:
         train_env = make_sb3_vec_env(job["env_id"], num_envs=job["num_envs"], split="train", **kwargs)
-        policy = build_algorithm(job["name"], train_env, job["seed"], job["device"], job["algorithm_kwargs"])
+        model = build_algorithm(job["name"], train_env, job["seed"], job["device"], job["algorithm_kwargs"])
+        policy = acting_policy(model)  # a model trained on discrete glimpses acts on the env's continuous ones
         callback = None
         if job["curve_every"]:
             # Learning curve on its own held-out env (the first curve_episodes val scenes, the same every time);
             # a point's wall_s counts the earlier points' evaluations too, train_seconds below does not.
             curve_env = gym.make_vec(job["env_id"], num_envs=job["eval_envs"], split="val", **kwargs)
             assert isinstance(curve_env, GlimpseVectorEnv)
-            callback = EvaluationCallback(curve_env, job["curve_every"], job["curve_episodes"], seed=10_000)
+            callback = EvaluationCallback(
+                curve_env, job["curve_every"], job["curve_episodes"], seed=10_000, acting=policy
+            )
         start = time.perf_counter()
         try:
-            policy.learn(job["timesteps"], callback=callback)
+            model.learn(job["timesteps"], callback=callback)
         finally:
             train_env.close()
             if callback is not None:
                 callback.env.close()
         # Training only: the learning curve's evaluations are left out of the wall time and the speed.
         train_seconds = time.perf_counter() - start - (callback.evaluation_seconds if callback is not None else 0.0)
-        steps_per_second = policy.num_timesteps / train_seconds
+        steps_per_second = model.num_timesteps / train_seconds
         if callback is not None:
             curve = [curve_point(entry) for entry in callback.history]
     result = run_policy(eval_env, policy, job["eval_episodes"], seed=10_000)

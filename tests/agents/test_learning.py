@@ -22,14 +22,15 @@ import numpy as np
 import pytest
 import torch
 from corner_task import covers_corner, load_folder, train_corner_classifier, write_corner_folder
-from stable_baselines3 import PPO, SAC
+from stable_baselines3 import DQN, PPO, SAC
 
 from adaglimpse_env import GlimpseVectorEnv
 from adaglimpse_env.models import save_model
 from agents.baselines import make_baseline
 from agents.evaluation import EpisodeRecorder, run_policy
 from agents.features import sac_policy_kwargs
-from agents.grid_policy import GlimpseGridPolicy
+from agents.grid_dqn import GlimpseGridQPolicy, GridActing, GridActions
+from agents.grid_policy import GlimpseGrid, GlimpseGridPolicy
 from agents.map_critic import glimpse_geometry_of
 from agents.sac import make_sac
 from agents.sb3_adapter import make_sb3_vec_env
@@ -127,12 +128,14 @@ def assert_beats_random(env: GlimpseVectorEnv, model: Any) -> None:
     assert trained_hits >= 0.9 and random_hits <= 0.5, summary
 
 
-def assert_learns(task: CornerTask, observation: str, model: Any, train_env: Any, steps: int) -> None:
-    """Train ``model`` for ``steps`` env steps, then :func:`assert_beats_random` on the held-out images; closes both
-    envs."""
+def assert_learns(
+    task: CornerTask, observation: str, model: Any, train_env: Any, steps: int, acting: Any = None
+) -> None:
+    """Train ``model`` for ``steps`` env steps, then :func:`assert_beats_random` on the held-out images (``acting``
+    acts there if given, else the model); closes both envs."""
     model.learn(steps)
     env = held_out_env(task, observation)
-    assert_beats_random(env, model)
+    assert_beats_random(env, model if acting is None else acting)
     env.close()
     train_env.close()
 
@@ -201,3 +204,25 @@ def test_ppo_with_the_grid_policy_learns_to_look_at_the_informative_corner(corne
         device="cpu",
     )
     assert_learns(corner_task, "map", model, train_env, 1024)
+
+
+def test_dqn_over_discrete_glimpses_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -> None:
+    """SB3's DQN on the grid of glimpses as discrete actions, with the Q-network that reads the map under each
+    glimpse (:mod:`agents.grid_dqn`): 1024 steps."""
+    train_env = GridActions(training_env(corner_task, "map"), GlimpseGrid(positions=5, scales=3))
+    model = DQN(
+        GlimpseGridQPolicy,
+        train_env,
+        learning_starts=128,
+        buffer_size=2048,
+        batch_size=32,
+        train_freq=1,
+        gradient_steps=1,
+        target_update_interval=128,
+        exploration_fraction=0.4,
+        learning_rate=1e-3,
+        policy_kwargs=train_env.policy_kwargs(),
+        seed=0,
+        device="cpu",
+    )
+    assert_learns(corner_task, "map", model, train_env, 1024, acting=GridActing(model))

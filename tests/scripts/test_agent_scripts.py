@@ -397,3 +397,17 @@ def test_benchmark_agents_user_factory_errors_are_its_own(monkeypatch) -> None:
     assert benchmark_agents.accepted_overrides(factory) is None
     with pytest.raises(TypeError, match="unexpected keyword argument 'zzz'"):
         benchmark_agents.build_algorithm("my_algo", None, 0, "cpu", {"zzz": 1})  # type: ignore[arg-type]
+
+
+def test_benchmark_agents_dqn_over_discrete_glimpses(env_args: list[str], tmp_path: Path) -> None:
+    # DQN trains on the grid's indices and is evaluated, curve included, on the env's continuous glimpses.
+    args = [*env_args, "observation=map", "map_size=16", "--algorithms", "dqn_grid", "--algorithm-kwargs",
+            "learning_starts=4", "buffer_size=64", "batch_size=8", "gradient_steps=1", "--baselines", "--seeds",
+            "0", "--timesteps", "8", "--num-envs", "2", "--eval-episodes", "2", "--eval-envs", "2",
+            "--curve-every", "4", "--curve-episodes", "2", "--output", str(tmp_path / "r.json")]  # fmt: skip
+    assert benchmark_agents.main(args) == 0
+    (run,) = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert run["name"] == "dqn_grid" and [point["timesteps"] for point in run["curve"]] == [4, 8]
+    assert len(run["metric_by_glimpse"]) == 3  # before any glimpse, then 2 glimpses
+    with pytest.raises(SystemExit, match=r"\['policy_kwargs'\] do not fit dqn_grid"):
+        benchmark_agents.build_algorithm("dqn_grid", None, 0, "cpu", {"policy_kwargs": {}})  # type: ignore[arg-type]
