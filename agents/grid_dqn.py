@@ -16,6 +16,7 @@ DQN). What a rewarded glimpse on a digit teaches carries over to a digit anywher
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -65,9 +66,12 @@ class GridActions(VecEnvWrapper):
         """Step every env with the glimpses of ``actions``, ``(N,)`` indices in ``[0, K)``.
 
         Raises:
-            ValueError: an index outside ``[0, K)`` or a fractional one.
+            ValueError: not one index per env, or an index outside ``[0, K)`` or a fractional one.
         """
-        self.venv.step_async(self.candidates[_indices(actions, len(self.candidates))])
+        indices = _indices(actions, len(self.candidates))
+        if len(indices) != self.num_envs:
+            raise ValueError(f"GridActions.step takes one index per env ({self.num_envs}), got {len(indices)}")
+        self.venv.step_async(self.candidates[indices])
 
     def step_wait(self) -> Any:
         return self.venv.step_wait()
@@ -100,9 +104,12 @@ class DiscreteGlimpses(gym.ActionWrapper):
         """The glimpse of index ``action``.
 
         Raises:
-            ValueError: an index outside ``[0, K)`` or a fractional one.
+            ValueError: not one index, or an index outside ``[0, K)`` or a fractional one.
         """
-        return self.candidates[_indices(np.asarray(action).reshape(1), len(self.candidates))[0]]
+        index = _indices(action, len(self.candidates))
+        if len(index) != 1:
+            raise ValueError(f"DiscreteGlimpses.step takes one index, got {np.asarray(action).tolist()}")
+        return self.candidates[index[0]]
 
 
 def _indices(actions: Any, count: int) -> np.ndarray:
@@ -124,15 +131,24 @@ class GridActing:
     :func:`agents.evaluation.run_policy`): its ``predict`` returns the glimpses of the indices the model picks.
 
     Args:
-        model: an SB3 model whose policy is a :class:`GlimpseGridQPolicy` (a DQN on :class:`GridActions`).
+        model: anything with SB3's ``predict`` returning ``(N,)`` indices: an SB3 model with a
+            :class:`GlimpseGridQPolicy` (its grid is read from it), or any other (e.g. QR-DQN's) with
+            ``candidates`` given.
+        candidates: ``(K, 3)`` the action of each index (:attr:`GridActions.candidates`); needed unless the model
+            has a :class:`GlimpseGridQPolicy`.
     """
 
-    def __init__(self, model: Any) -> None:
-        extractor = getattr(getattr(getattr(model, "policy", None), "q_net", None), "features_extractor", None)
-        if not isinstance(extractor, GlimpseGridExtractor):
-            raise ValueError(f"GridActing requires a model with a GlimpseGridQPolicy, got {type(model).__name__}")
+    def __init__(self, model: Any, candidates: np.ndarray | None = None) -> None:
+        if candidates is None:
+            extractor = getattr(getattr(getattr(model, "policy", None), "q_net", None), "features_extractor", None)
+            if not isinstance(extractor, GlimpseGridExtractor):
+                raise ValueError(
+                    f"GridActing reads the grid of a model with a GlimpseGridQPolicy, got {type(model).__name__}; "
+                    "give the grid's candidates (GridActions(env).candidates) for any other"
+                )
+            candidates = extractor.candidates.cpu().numpy()
         self.model = model
-        self.candidates = extractor.candidates.cpu().numpy()
+        self.candidates = np.asarray(candidates, dtype=np.float32)
 
     def predict(
         self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
@@ -143,7 +159,8 @@ class GridActing:
 
 
 def acting_policy(model: Any) -> Any:
-    """What acts on the continuous glimpse env for ``model``: :class:`GridActing` for a grid DQN, else the model."""
+    """What acts on the continuous glimpse env for ``model``: :class:`GridActing` for a model with a
+    :class:`GlimpseGridQPolicy`, else the model."""
     policy = getattr(model, "policy", None)
     return GridActing(model) if isinstance(policy, GlimpseGridQPolicy) else model
 
@@ -163,9 +180,19 @@ class GlimpseGridQNetwork(QNetwork):
     """SB3's ``QNetwork`` whose values are the :class:`~agents.grid_policy.GlimpseGridExtractor`'s per-candidate
     outputs (no MLP after the extractor)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Discrete,
+        features_extractor: GlimpseGridExtractor,
+        features_dim: int,
+        **kwargs: Any,
+    ) -> None:
         kwargs["net_arch"] = []
-        super().__init__(*args, **kwargs)
+        # QNetwork builds Linear(features_dim, K) as its head; built from one feature it costs nothing before it
+        # is replaced (K + D wide it would be a million parameters, in the target network too).
+        super().__init__(observation_space, action_space, features_extractor, 1, **kwargs)
+        self.features_dim = features_dim
         extractor = self.features_extractor
         assert isinstance(extractor, GlimpseGridExtractor)
         self.q_net = nn.Sequential(_FirstColumns(extractor.grid.size))
@@ -214,6 +241,8 @@ class GlimpseGridQPolicy(DQNPolicy):
             )
         if kwargs.get("net_arch"):
             raise ValueError("GlimpseGridQPolicy takes no net_arch: each glimpse's value comes from its scorer")
+        if kwargs.get("features_extractor_class") not in (None, GlimpseGridExtractor):
+            raise ValueError("GlimpseGridQPolicy takes no features_extractor_class: its values come from the map")
         kwargs["net_arch"] = []  # saved as such, so that a loaded policy passes the check above
         self.glimpse_geometry = glimpse_geometry
         self.grid_settings = settings.to_dict()
@@ -223,9 +252,8 @@ class GlimpseGridQPolicy(DQNPolicy):
             "grid": self.grid_settings,
         }
         kwargs.setdefault("normalize_images", False)
-        super().__init__(
-            observation_space, action_space, lr_schedule, features_extractor_class=GlimpseGridExtractor, **kwargs
-        )
+        kwargs["features_extractor_class"] = GlimpseGridExtractor
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def make_q_net(self) -> QNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
@@ -245,3 +273,22 @@ class GlimpseGridQPolicy(DQNPolicy):
         )
         data.pop("features_extractor_class", None)
         return data
+
+
+def saved_grid_actions(path: str | Path) -> spaces.Discrete:
+    """The ``Discrete(K)`` action space of a model saved with a :class:`GlimpseGridQPolicy`, from the grid in the
+    zip's readable ``policy_kwargs`` (nothing unpickled).
+
+    Raises:
+        SB3FileError: the zip cannot be read, or does not hold a grid policy's settings.
+    """
+    from agents.sb3_files import SB3FileError, read_sb3_data
+
+    policy_kwargs = read_sb3_data(path).get("policy_kwargs")
+    grid = policy_kwargs.get("grid") if isinstance(policy_kwargs, dict) else None
+    if not isinstance(grid, dict):
+        raise SB3FileError(f"SB3 zip '{path}': no glimpse grid in its policy_kwargs (not a GlimpseGridQPolicy model)")
+    try:
+        return spaces.Discrete(GlimpseGrid(**grid).size)
+    except (TypeError, ValueError) as error:
+        raise SB3FileError(f"SB3 zip '{path}': its glimpse grid {grid} is not valid ({error})") from error

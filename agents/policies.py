@@ -8,10 +8,11 @@ from typing import Any
 
 from adaglimpse_env import GlimpseVectorEnv
 from agents.baselines import BASELINES, make_baseline
+from agents.grid_dqn import acting_policy, saved_grid_actions
 from agents.sb3_files import load_sb3
 from agents.shipped import SHIPPED_AGENTS, load_agent
 
-SB3_ALGORITHMS = ("SAC", "TD3", "DDPG", "PPO", "A2C")
+SB3_ALGORITHMS = ("SAC", "TD3", "DDPG", "PPO", "A2C", "DQN")
 CONTRIB_ALGORITHMS = ("TQC", "CrossQ")
 POLICY_SPEC_HELP = (
     f"a baseline ({', '.join(BASELINES)}; greedy is an oracle that sees the image: an upper bound), "
@@ -67,14 +68,18 @@ def load_policy(
             raise ValueError(f"sb3:<algo>:<path> requires algo in {sorted(algorithms)}, got {algo!r}")
         if not Path(path).is_file():
             raise FileNotFoundError(f"policy {spec!r}: no SB3 zip at {path}")
-        return load_sb3(
+        # A DQN acts on the glimpse grid's indices (agents/grid_dqn.py): its space comes from the grid it saved,
+        # and it acts on the env through GridActing.
+        action_space = saved_grid_actions(path) if algo.lower() == "dqn" else env.single_action_space
+        model = load_sb3(
             algorithms[algo.lower()],
             path,
             env.single_observation_space,
-            env.single_action_space,
+            action_space,
             device=device,
             trust_pickle=trust_pickle,
         )
+        return acting_policy(model)
     if spec.startswith("original:"):
         from agents.original_policy import load_original_policy
 

@@ -130,7 +130,7 @@ def _contrib(name: str, **kwargs: Any) -> Factory:
     return build
 
 
-@_passes_to(lambda: make_sac, lambda: SAC)
+@_passes_to(lambda: make_sac, lambda: SAC, fixed=("critic_search",))
 def _sac(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """The paper's SAC (:func:`agents.sac.make_sac`: its actor) after the common uniform warm-up."""
     return make_sac(env, seed=seed, device=device, **{"learning_starts": 2_000, **overrides})
@@ -147,6 +147,15 @@ def _sac_search(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAl
     return model
 
 
+def _merged_policy_kwargs(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The factory's ``policy_kwargs`` with an override's keys on top (the glimpse geometry and grid stay unless
+    given), e.g. ``policy_kwargs='{"features_extractor_kwargs": {"summary_dim": 128}}'``."""
+    given = overrides.pop("policy_kwargs", None) or {}
+    if not isinstance(given, dict):
+        raise SystemExit(f"--algorithm-kwargs policy_kwargs must be a JSON object, got {given!r}")
+    return {**defaults, **given}
+
+
 @_passes_to(lambda: PPO)
 def _ppo_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """PPO with a categorical policy over a grid of glimpses scored from the map (``map`` observation only;
@@ -154,20 +163,22 @@ def _ppo_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgo
     geometry = glimpse_geometry_of(env)
     if geometry is None:
         raise ValueError("ppo_grid needs a glimpse env with the 'map' observation (--env-kwargs observation=map)")
-    settings = {"policy_kwargs": {"glimpse_geometry": geometry}, "n_steps": 64, "batch_size": 128, **overrides}
+    policy_kwargs = _merged_policy_kwargs({"glimpse_geometry": geometry}, overrides)
+    settings = {"n_steps": 64, "batch_size": 128, **overrides, "policy_kwargs": policy_kwargs}
     return PPO(GlimpseGridPolicy, env, seed=seed, device=device, **settings)
 
 
-@_passes_to(lambda: DQN, fixed=("policy_kwargs",))
+@_passes_to(lambda: DQN)
 def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """DQN over the grid of glimpses of ``ppo_grid`` as discrete actions (:mod:`agents.grid_dqn`: a Q-network
     that reads the map under each glimpse; ``map`` observation only), with the off-policy entries' uniform
     warm-up and sac_search's replay: 4 updates of 64 per vector step, a 30k float16 buffer."""
     grid_env = GridActions(env)
-    settings = {"policy_kwargs": grid_env.policy_kwargs(), "replay_buffer_class": Float16ReplayBuffer,
-                "buffer_size": 30_000, "batch_size": 64, "learning_starts": 2_000, "train_freq": 1,
-                "gradient_steps": 4, "target_update_interval": 1_000, "exploration_fraction": 0.25,
-                "exploration_final_eps": 0.05, **overrides}  # fmt: skip
+    policy_kwargs = _merged_policy_kwargs(grid_env.policy_kwargs(), overrides)
+    settings = {"replay_buffer_class": Float16ReplayBuffer, "buffer_size": 30_000, "batch_size": 64,
+                "learning_starts": 2_000, "train_freq": 1, "gradient_steps": 4, "target_update_interval": 1_000,
+                "exploration_fraction": 0.25, "exploration_final_eps": 0.05, **overrides,
+                "policy_kwargs": policy_kwargs}  # fmt: skip
     return DQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **settings)
 
 
@@ -206,19 +217,35 @@ def build_algorithm(name: str, env: VecEnv, seed: int, device: str, overrides: d
         SystemExit: an override the algorithm does not take (checked before anything is built, where the factory
             names its constructors; a factory that does not raises its own ``TypeError``).
     """
-    factory = ALGORITHMS[name]
     if not overrides:
-        return factory(env, seed, device)
-    accepted = accepted_overrides(factory)
-    unknown = sorted(set(overrides) - accepted) if accepted is not None else []
-    if unknown:
-        examples = [key for key in ("learning_rate", "batch_size", "n_steps", "learning_starts", "gamma")
-                    if key in (accepted or ())]  # fmt: skip
-        raise SystemExit(
-            f"--algorithm-kwargs {unknown} do not fit {name}: it takes the arguments of its constructor (e.g. "
-            f"{', '.join(examples)}); benchmark algorithms that differ in other ways separately"
-        )
-    return factory(env, seed, device, **overrides)
+        return ALGORITHMS[name](env, seed, device)
+    check_overrides([name], overrides)
+    return ALGORITHMS[name](env, seed, device, **overrides)
+
+
+def unknown_overrides_message(name: str, unknown: list[str], accepted: frozenset[str]) -> str:
+    """Why ``--algorithm-kwargs`` ``unknown`` cannot go to algorithm ``name``."""
+    examples = [
+        key for key in ("learning_rate", "batch_size", "n_steps", "learning_starts", "gamma") if key in accepted
+    ]
+    return (
+        f"--algorithm-kwargs {unknown} do not fit {name}: it takes its constructor's arguments (e.g. "
+        f"{', '.join(examples)}) except env, seed, device, policy and those the benchmark sets for it; benchmark "
+        "algorithms that differ in other ways separately"
+    )
+
+
+def check_overrides(names: list[str], overrides: dict[str, Any]) -> None:
+    """Refuse, before any run starts, overrides that one of the algorithms ``names`` does not take.
+
+    Raises:
+        SystemExit: the first algorithm with an override it does not take.
+    """
+    for name in names:
+        accepted = accepted_overrides(ALGORITHMS[name])
+        unknown = sorted(set(overrides) - accepted) if accepted is not None and overrides else []
+        if unknown:
+            raise SystemExit(unknown_overrides_message(name, unknown, accepted or frozenset()))
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -373,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env_kwargs = parse_key_values(args.env_kwargs)
     algorithm_kwargs = parse_key_values(args.algorithm_kwargs, "--algorithm-kwargs")
+    check_overrides(args.algorithms, algorithm_kwargs)  # a wrong name fails now, not after the runs before it
     threads = args.threads or max(1, torch.get_num_threads() // args.workers)
     names = [*args.algorithms, *args.baselines]
     devices = iter(job_devices(args.device, len(names) * len(args.seeds)))

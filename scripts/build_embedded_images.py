@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from photo_sources import GCOMPRIS_PACKAGE, JIGZO_PACKAGE, PALAPELI_PACKAGE, collect
+from photo_sources import GCOMPRIS_PACKAGE, JIGZO_PACKAGE, PALAPELI_PACKAGE, collect, open_original
 from PIL import Image
 
 #: Every ``VAL_EVERY``-th photo (in sorted name order) is held out.
@@ -172,8 +172,7 @@ def build(work: Path, output: Path, short_side: int, quality: int) -> list[Photo
     write_manifest(output, [{"file": file} for file in files], short_side, quality, complete=False)
     photos = []
     for file, (path, package, original, licence, author, digest) in planned:
-        with Image.open(path) as raw:
-            image = raw.convert("RGB")
+        image = open_original(path)
         scale = short_side / min(image.size)
         if scale < 1:
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)

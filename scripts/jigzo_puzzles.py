@@ -16,14 +16,19 @@ the file is executed.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 from PIL import Image
 
 MAGIC = b"PzlF"
 VERSION = b"0.1"
-#: Largest file a puzzle may hold (jigzo's are under 300 kB): a corrupt length fails here, not in memory.
-MAX_MEMBER_BYTES = 64 * 2**20
+#: Largest puzzle file read (jigzo's are under 400 kB): anything larger is refused before it is read.
+MAX_FILE_BYTES = 64 * 2**20
+#: Largest texture decoded, in pixels (jigzo's are 1024 x 1024).
+MAX_TEXTURE_PIXELS = 8192 * 8192
+_SIZE = re.compile(rb"[0-9]{1,12}")
+_NUMBER = re.compile(r"[0-9]{1,6}")
 
 
 class PuzzleFileError(ValueError):
@@ -34,9 +39,12 @@ def puzzle_members(path: Path) -> dict[str, bytes]:
     """The files packed in a puzzle: ``{name: bytes}`` (e.g. ``"horse-4x3.jpg"``).
 
     Raises:
-        PuzzleFileError: another format or version, a name that is a path, a length that is not a number or runs
-            past the end of the file, or a name given twice.
+        PuzzleFileError: a file larger than any puzzle, another format or version, a name that is a path, a length
+            that is not a number or runs past the end of the file, or a name given twice.
     """
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise PuzzleFileError(f"{path}: {size} bytes, more than any puzzle ({MAX_FILE_BYTES}); not read")
     data = path.read_bytes()
     position = 0
 
@@ -55,7 +63,7 @@ def puzzle_members(path: Path) -> dict[str, bytes]:
     while position < len(data):
         name = line().decode("utf-8", errors="replace")
         size_text = line()
-        if not size_text.isdigit() or int(size_text) > min(MAX_MEMBER_BYTES, len(data) - position):
+        if not _SIZE.fullmatch(size_text) or int(size_text) > len(data) - position:
             raise PuzzleFileError(
                 f"{path}: member {name!r} declares {size_text[:20]!r} bytes with {len(data) - position} left in the "
                 "file; the file is damaged"
@@ -72,8 +80,8 @@ def puzzle_photo(path: Path) -> Image.Image:
     """The whole picture of a puzzle, as RGB: the texture's ``image`` rectangle without its 1-pixel frame.
 
     Raises:
-        PuzzleFileError: a puzzle without its map or texture, a map without an ``image`` line, or a rectangle
-            that does not fit inside the texture.
+        PuzzleFileError: a puzzle without its map or texture, a map without an ``image`` line, a rectangle that
+            does not fit inside the texture, or a texture that is too large or cannot be decoded.
     """
     members = puzzle_members(path)
     maps = [name for name in members if name.endswith(".map")]
@@ -84,13 +92,21 @@ def puzzle_photo(path: Path) -> Image.Image:
         raise PuzzleFileError(f"{path}: no texture {stem}.jpg beside {maps[0]} (members: {sorted(members)})")
     rows = [row.split() for row in members[maps[0]].decode("utf-8", errors="replace").splitlines()]
     image_rows = [row for row in rows if row and row[0] == "image"]
-    if len(image_rows) != 1 or len(image_rows[0]) < 5 or not all(v.isdigit() for v in image_rows[0][1:5]):
-        raise PuzzleFileError(f"{path}: the map needs one line 'image x y width height ...', found {image_rows}")
+    if len(image_rows) != 1 or len(image_rows[0]) < 5 or not all(_NUMBER.fullmatch(v) for v in image_rows[0][1:5]):
+        raise PuzzleFileError(f"{path}: the map needs one line 'image x y width height ...', found {image_rows[:2]}")
     x, y, width, height = (int(value) for value in image_rows[0][1:5])
-    with Image.open(io.BytesIO(members[f"{stem}.jpg"])) as texture:
-        if width < 3 or height < 3 or x + width > texture.width or y + height > texture.height:
-            raise PuzzleFileError(
-                f"{path}: the picture's rectangle ({x}, {y}, {width} x {height}) does not fit in the "
-                f"{texture.width} x {texture.height} texture"
-            )
-        return texture.convert("RGB").crop((x + 1, y + 1, x + width - 1, y + height - 1))
+    try:
+        with Image.open(io.BytesIO(members[f"{stem}.jpg"])) as texture:
+            if texture.width * texture.height > MAX_TEXTURE_PIXELS:
+                raise PuzzleFileError(
+                    f"{path}: a {texture.width} x {texture.height} texture is larger than any puzzle's"
+                )
+            if width < 3 or height < 3 or x + width > texture.width or y + height > texture.height:
+                raise PuzzleFileError(
+                    f"{path}: the picture's rectangle ({x}, {y}, {width} x {height}) does not fit in the "
+                    f"{texture.width} x {texture.height} texture"
+                )
+            # Crop first: only the picture is decoded into RGB.
+            return texture.crop((x + 1, y + 1, x + width - 1, y + height - 1)).convert("RGB")
+    except (OSError, Image.DecompressionBombError, SyntaxError) as error:  # PIL's errors for a damaged image
+        raise PuzzleFileError(f"{path}: its texture {stem}.jpg cannot be decoded ({error})") from error

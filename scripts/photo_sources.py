@@ -25,6 +25,7 @@ under 224 px (``categorization``).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -33,6 +34,7 @@ import zipfile
 from pathlib import Path
 
 from jigzo_puzzles import puzzle_photo
+from PIL import Image
 from qt_resources import resource_files
 
 #: scikit-image data file -> (licence, author / attribution), from the docstrings of skimage.data.
@@ -179,8 +181,9 @@ def fetch_debian(work: Path, package: str) -> tuple[str, Path]:
 
 
 def debian_licences(root: Path, package: str) -> dict[str, tuple[str, str]]:
-    """File name (or ``*``, every other file) -> (licence, copyright holder) from the package's DEP-5 copyright
-    file; the ``debian/*`` paragraphs, about the packaging, are left out."""
+    """File name, wildcard pattern (``puzzles/*.pzl``) or ``*`` (every other file) -> (licence, copyright holder)
+    from the package's DEP-5 copyright file (:func:`licence_for` looks a file up); the ``debian/*`` paragraphs,
+    about the packaging, are left out."""
     text = (root / "usr/share/doc" / package / "copyright").read_text(errors="replace")
     licences: dict[str, tuple[str, str]] = {}
     for paragraph in text.split("\n\n"):
@@ -192,8 +195,27 @@ def debian_licences(root: Path, package: str) -> dict[str, tuple[str, str]]:
             for pattern in files.group(1).split():
                 if pattern.startswith("debian/"):  # the packaging's own files, never a shipped photo
                     continue
-                licences[pattern.split("/")[-1]] = (licence.group(1).strip(), who)
+                # A plain file is known by its name (its folder in the source tree is not the installed one).
+                key = pattern if "*" in pattern or "?" in pattern else pattern.split("/")[-1]
+                licences[key] = (licence.group(1).strip(), who)
     return licences
+
+
+def licence_for(licences: dict[str, tuple[str, str]], name: str, package: str) -> tuple[str, str]:
+    """The (licence, holder) of file ``name`` in :func:`debian_licences`: its own paragraph, else the last wildcard
+    pattern whose file part matches it, else ``Files: *``.
+
+    Raises:
+        SystemExit: no paragraph covers it.
+    """
+    if name in licences:
+        return licences[name]
+    patterns = [key for key in licences if key != "*" and fnmatch.fnmatch(name, key.split("/")[-1])]
+    if patterns:
+        return licences[patterns[-1]]
+    if "*" in licences:
+        return licences["*"]
+    raise SystemExit(f"{package}: its copyright file gives no licence for {name} (and has no 'Files: *')")
 
 
 def plasma_metadata(folder: Path) -> tuple[str, str]:
@@ -271,9 +293,18 @@ def desktop_entry(path: Path) -> dict[str, str]:
     return entry
 
 
+def open_original(path: Path) -> Image.Image:
+    """An original as RGB: a jigzo puzzle's picture (:func:`jigzo_puzzles.puzzle_photo`), any other file as the
+    image it is."""
+    if path.suffix == ".pzl":
+        return puzzle_photo(path)
+    with Image.open(path) as raw:
+        return raw.convert("RGB")
+
+
 def collect_puzzles(work: Path) -> list[tuple[Path, str, str, str, str]]:
-    """The photographs of :data:`JIGZO_PHOTOS` (written out of their puzzle files into ``work`` as PNG) and of
-    :data:`PALAPELI_PHOTOS`.
+    """The photographs of :data:`JIGZO_PHOTOS` (the puzzle files themselves: :func:`open_original` reads their
+    picture, so the manifest's hash is the packaged file's) and of :data:`PALAPELI_PHOTOS`.
 
     Raises:
         SystemExit: a reviewed puzzle that is missing, or one without an author and licence.
@@ -285,16 +316,16 @@ def collect_puzzles(work: Path) -> list[tuple[Path, str, str, str, str]]:
         source = root / JIGZO_FOLDER / name
         if not source.is_file():
             raise SystemExit(f"{package}: the reviewed puzzle {name} is missing from {JIGZO_FOLDER}")
-        target = work / "jigzo" / f"{Path(name).stem}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        puzzle_photo(source).save(target)
-        licence, holder = licences.get(name, licences["*"])
-        found.append((target, package, f"{JIGZO_FOLDER}/{name}", licence, holder))
+        licence, holder = licence_for(licences, name, package)
+        found.append((source, package, f"{JIGZO_FOLDER}/{name}", licence, holder))
     package, root = fetch_debian(work, PALAPELI_PACKAGE)
     for name in PALAPELI_PHOTOS:
         entry = desktop_entry(root / PALAPELI_FOLDER / f"{name}.desktop")
         licence, author = entry.get("X-KDE-PluginInfo-License", ""), entry.get("X-KDE-PluginInfo-Author", "")
-        image = root / PALAPELI_FOLDER / entry.get("Image", "")
+        image_name = entry.get("Image", "")
+        image = root / PALAPELI_FOLDER / image_name
+        if Path(image_name).name != image_name or image_name in ("", ".", ".."):
+            raise SystemExit(f"{package}: {name}.desktop names an image outside its folder: {image_name!r}")
         if not licence or not author or not image.is_file():
             raise SystemExit(f"{package}: {name}.desktop gives no licence, author or image file: {entry}")
         page = entry.get("X-KDE-PluginInfo-Website", "")
@@ -327,6 +358,6 @@ def collect(work: Path) -> list[tuple[Path, str, str, str, str]]:
         else:
             licences = debian_licences(root, debian)
             for name in names:
-                licence, holder = licences.get(name, ("see the package's copyright file", ""))
+                licence, holder = licence_for(licences, name, package)
                 found.append((base / name, package, f"{folder}/{name}", licence, holder))
     return found + collect_gcompris(work) + collect_puzzles(work)

@@ -44,6 +44,8 @@ def test_grid_actions_step_the_glimpse_of_each_index(tiny_folder: Path, tiny_che
     for bad in (np.array([0, 18]), np.array([-1, 0]), np.array([0.5, 1.0]), np.array([np.nan, 1.0])):
         with pytest.raises(ValueError, match=r"whole numbers in \[0, 18\)"):
             discrete.step(bad)
+    with pytest.raises(ValueError, match=r"one index per env \(2\), got 3"):
+        discrete.step(np.array([0, 1, 2]))
     discrete.close()
     continuous.close()
 
@@ -67,6 +69,8 @@ def test_gymnasium_wrapper_takes_an_index_for_one_env(tiny_folder: Path, tiny_ch
     np.testing.assert_array_equal(info["glimpse_boxes"], expected["glimpse_boxes"])
     with pytest.raises(ValueError, match="whole numbers"):
         env.step(18)
+    with pytest.raises(ValueError, match="takes one index"):
+        env.step([1, 2])
     with pytest.raises(ValueError, match="need a glimpse env"):
         DiscreteGlimpses(gym.make("CartPole-v1"))
     env.close()
@@ -86,6 +90,7 @@ def test_dqn_values_every_glimpse_acts_on_the_grid_and_loads_without_pickle(
     indices, _ = model.predict(observation, deterministic=True)
     np.testing.assert_array_equal(indices, values.argmax(dim=1).numpy())
     model.learn(16)
+    assert model._n_updates > 0
     acting = acting_policy(model)
     assert isinstance(acting, GridActing)
     actions, _ = acting.predict(observation, deterministic=True)
@@ -102,7 +107,33 @@ def test_dqn_values_every_glimpse_acts_on_the_grid_and_loads_without_pickle(
     assert acting_policy(ppo) is ppo
     with pytest.raises(ValueError, match="GlimpseGridQPolicy"):
         GridActing(ppo)
+    # Another library's discrete model acts through the grid's candidates.
+    other = GridActing(FixedIndex(5), env.candidates)
+    np.testing.assert_array_equal(other.predict(observation)[0], env.candidates[[5, 5]])
+
+    # evaluate.py's loader: sb3:dqn:<zip> acts on the continuous vector env, loaded without unpickling.
+    from agents.policies import load_policy
+
+    folder_kwargs = {"data_root": str(tiny_folder), "checkpoint": str(tiny_checkpoint), "num_glimpses": 2}
+    vector_env = gym.make_vec("AdaGlimpse-ImageFolder-v0", num_envs=2, observation="map", map_size=16, **folder_kwargs)
+    evaluated = load_policy(f"sb3:dqn:{tmp_path / 'dqn_grid.zip'}", vector_env)  # type: ignore[arg-type]
+    assert isinstance(evaluated, GridActing)
+    np.testing.assert_array_equal(evaluated.predict(observation, deterministic=True)[0], env.candidates[indices])
+    ppo.save(tmp_path / "ppo.zip")
+    with pytest.raises(ValueError, match="no glimpse grid"):
+        load_policy(f"sb3:dqn:{tmp_path / 'ppo.zip'}", vector_env)  # type: ignore[arg-type]
+    vector_env.close()
     env.close()
+
+
+class FixedIndex:
+    """A stand-in discrete model: always index ``k``."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=False):
+        return np.full(len(observation), self.k), state
 
 
 def test_policy_refuses_what_does_not_fit() -> None:
@@ -118,3 +149,6 @@ def test_policy_refuses_what_does_not_fit() -> None:
         GlimpseGridQPolicy(image, spaces.Box(-1, 1, (3,)), lambda _: 1e-3, glimpse_geometry=GEOMETRY)
     with pytest.raises(ValueError, match="takes no net_arch"):
         GlimpseGridQPolicy(image, spaces.Discrete(845), lambda _: 1e-3, glimpse_geometry=GEOMETRY, net_arch=[64])
+    with pytest.raises(ValueError, match="takes no features_extractor_class"):
+        GlimpseGridQPolicy(image, spaces.Discrete(845), lambda _: 1e-3, glimpse_geometry=GEOMETRY,
+                           features_extractor_class=torch.nn.Identity)  # fmt: skip

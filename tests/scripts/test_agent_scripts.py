@@ -381,8 +381,9 @@ def test_benchmark_agents_refuses_unknown_algorithm_kwargs_before_building() -> 
     # message names the wrong argument; a setting the factory fixes itself is refused too.
     with pytest.raises(SystemExit, match=r"\['n_stepz'\] do not fit td3.*learning_rate"):
         benchmark_agents.build_algorithm("td3", None, 0, "cpu", {"n_stepz": 1, "batch_size": 8})  # type: ignore[arg-type]
-    with pytest.raises(SystemExit, match=r"\['critic_search'\] do not fit sac_search"):
-        benchmark_agents.build_algorithm("sac_search", None, 0, "cpu", {"critic_search": 1})  # type: ignore[arg-type]
+    for name in ("sac", "sac_search"):  # make_sac takes a CriticSearch, which no command-line value is
+        with pytest.raises(SystemExit, match=rf"\['critic_search'\] do not fit {name}"):
+            benchmark_agents.build_algorithm(name, None, 0, "cpu", {"critic_search": 1})  # type: ignore[arg-type]
     accepted = benchmark_agents.accepted_overrides(benchmark_agents.ALGORITHMS["sac_search"])
     assert accepted is not None and {"float16_buffer", "gradient_steps", "target_entropy"} <= accepted
     assert not {"env", "seed", "device", "policy"} & accepted
@@ -402,12 +403,26 @@ def test_benchmark_agents_user_factory_errors_are_its_own(monkeypatch) -> None:
 def test_benchmark_agents_dqn_over_discrete_glimpses(env_args: list[str], tmp_path: Path) -> None:
     # DQN trains on the grid's indices and is evaluated, curve included, on the env's continuous glimpses.
     args = [*env_args, "observation=map", "map_size=16", "--algorithms", "dqn_grid", "--algorithm-kwargs",
-            "learning_starts=4", "buffer_size=64", "batch_size=8", "gradient_steps=1", "--baselines", "--seeds",
+            "learning_starts=4", "buffer_size=64", "batch_size=8", "gradient_steps=1",
+            'policy_kwargs={"features_extractor_kwargs": {"summary_dim": 32}}', "--baselines", "--seeds",
             "0", "--timesteps", "8", "--num-envs", "2", "--eval-episodes", "2", "--eval-envs", "2",
             "--curve-every", "4", "--curve-episodes", "2", "--output", str(tmp_path / "r.json")]  # fmt: skip
     assert benchmark_agents.main(args) == 0
     (run,) = json.loads((tmp_path / "r.json").read_text())["results"]
     assert run["name"] == "dqn_grid" and [point["timesteps"] for point in run["curve"]] == [4, 8]
     assert len(run["metric_by_glimpse"]) == 3  # before any glimpse, then 2 glimpses
-    with pytest.raises(SystemExit, match=r"\['policy_kwargs'\] do not fit dqn_grid"):
-        benchmark_agents.build_algorithm("dqn_grid", None, 0, "cpu", {"policy_kwargs": {}})  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="policy_kwargs must be a JSON object"):
+        benchmark_agents._merged_policy_kwargs({"grid": {}}, {"policy_kwargs": 3})
+
+
+def test_benchmark_agents_refuses_an_override_before_any_run(env_args: list[str], monkeypatch, tmp_path: Path) -> None:
+    # PPO takes n_epochs, SAC does not: the command fails before PPO's runs, not after them.
+    def no_run(job):
+        raise AssertionError(f"{job['name']} ran")
+
+    monkeypatch.setattr(benchmark_agents, "run_one", no_run)
+    args = [*env_args, "--algorithms", "ppo", "sac", "--algorithm-kwargs", "n_epochs=3", "--baselines",
+            "--output", str(tmp_path / "r.json")]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"\['n_epochs'\] do not fit sac"):
+        benchmark_agents.main(args)
+    assert not (tmp_path / "r.json").exists()

@@ -17,6 +17,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 import build_embedded_images
+import jigzo_puzzles
 import photo_sources
 from jigzo_puzzles import PuzzleFileError, puzzle_members, puzzle_photo
 from qt_resources import ResourceBundleError, resource_files
@@ -212,6 +213,8 @@ def test_jigzo_puzzle_photo_is_the_framed_picture_of_its_texture(tmp_path: Path)
         (lambda data: data.replace(b"p.map\n", b"p.map\n9", 1), "damaged"),
         (lambda data: data.replace(b"p-t.jpg", b"../t.jp", 1), "a path"),
         (lambda data: data.replace(b"p-t.jpg\n9\nthumbnail", b"p.map\n9\nthumbnail", 1), "repeated"),
+        (lambda data: data.replace(b"p.map\n", b"p.map\n" + b"1" * 5000, 1), "damaged"),  # no 5000-digit int
+        (lambda data: data.replace(b"\xff\xd8\xff", b"\x00\x00\x00", 1), "cannot be decoded"),
     ],
 )
 def test_a_damaged_puzzle_fails_with_a_clear_error(tmp_path: Path, damage, message: str) -> None:
@@ -225,9 +228,17 @@ def test_a_puzzle_whose_picture_does_not_fit_its_texture_is_refused(tmp_path: Pa
     write_puzzle(tmp_path / "p.pzl", Image.new("RGB", (16, 16)), "8 8 10 10")
     with pytest.raises(PuzzleFileError, match="does not fit in the 16 x 16 texture"):
         puzzle_photo(tmp_path / "p.pzl")
-    write_puzzle(tmp_path / "q.pzl", Image.new("RGB", (16, 16)), "0 0 ten 10")
-    with pytest.raises(PuzzleFileError, match="image x y width height"):
-        puzzle_photo(tmp_path / "q.pzl")
+    for rectangle in ("0 0 ten 10", "\u00b2 0 10 10"):  # a superscript two passes str.isdigit, not int()
+        write_puzzle(tmp_path / "q.pzl", Image.new("RGB", (16, 16)), rectangle)
+        with pytest.raises(PuzzleFileError, match="image x y width height"):
+            puzzle_photo(tmp_path / "q.pzl")
+
+
+def test_a_puzzle_file_larger_than_any_puzzle_is_not_read(tmp_path: Path, monkeypatch) -> None:
+    write_puzzle(tmp_path / "p.pzl", Image.new("RGB", (16, 16)), "0 0 10 10")
+    monkeypatch.setattr(jigzo_puzzles, "MAX_FILE_BYTES", 100)
+    with pytest.raises(PuzzleFileError, match="more than any puzzle"):
+        puzzle_photo(tmp_path / "p.pzl")
 
 
 def test_palapeli_desktop_entry_and_debian_licences_skip_what_is_not_the_photo(tmp_path: Path) -> None:
@@ -246,8 +257,15 @@ def test_palapeli_desktop_entry_and_debian_licences_skip_what_is_not_the_photo(t
         "Files: debian/*\nCopyright: 2007-2009 Bart Martens\nLicense: GPL-2+\n"
     )
     licences = photo_sources.debian_licences(tmp_path, "jigzo-data")
-    assert licences["*"] == ("GPL-2+", "2005-2008 Maarten de Boer")
-    assert licences["heli-4x3.pzl"] == ("GPL-2", "Joana Clotet")
+    licence_for = photo_sources.licence_for
+    assert licence_for(licences, "bike-3x4.pzl", "jigzo-data") == ("GPL-2+", "2005-2008 Maarten de Boer")
+    assert licence_for(licences, "heli-4x3.pzl", "jigzo-data") == ("GPL-2", "Joana Clotet")
+    # A wildcard paragraph covers its files without replacing "Files: *"; nothing covers a file: a clear error.
+    wildcard = {**licences, "extra/*.pzl": ("CC0", "Someone")}
+    assert licence_for(wildcard, "kite-2x2.pzl", "p") == ("CC0", "Someone")
+    assert licence_for(wildcard, "readme.txt", "p") == ("GPL-2+", "2005-2008 Maarten de Boer")
+    with pytest.raises(SystemExit, match=r"no licence for kite\.jpg"):
+        licence_for({"heli-4x3.pzl": ("GPL-2", "Joana Clotet")}, "kite.jpg", "p")
 
 
 def test_jigsaw_sources_are_held_out_whole_and_named_by_picture() -> None:
