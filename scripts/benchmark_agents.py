@@ -5,9 +5,9 @@ Every algorithm trains for ``--timesteps`` env steps on the training images thro
 evaluated. The table gives the task metric after the last glimpse (mean ± std over seeds), the final score, the
 training wall time and env steps per second. Runs can be spread over worker processes (``--workers``).
 
-Add an algorithm in a few lines: put a factory in :data:`ALGORITHMS` (it takes ``**overrides`` too if it should
-honour ``--algorithm-kwargs``; the built-in factories also name their constructors, so that a misspelt override is
-refused before anything is built)::
+Add an algorithm in a few lines: put a factory in ``agents.algorithms.ALGORITHMS`` (it takes ``**overrides`` too
+if it should honour ``--algorithm-kwargs``; the built-in factories also name their constructors, so that a
+misspelt override is refused before any run starts)::
 
     ALGORITHMS["my_sac"] = lambda env, seed, device, **overrides: SAC(
         "MultiInputPolicy", env, seed=seed, device=device, policy_kwargs=sac_policy_kwargs(), **overrides)
@@ -24,11 +24,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -37,167 +35,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.vec_env import VecEnv
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from adaglimpse_env import GlimpseVectorEnv
+from agents.algorithms import ALGORITHMS, AlgorithmSettingsError, build_algorithm, check_overrides
 from agents.baselines import BASELINES, make_baseline
 from agents.callbacks import EvaluationCallback
 from agents.config import parse_key_values
-from agents.critic_search import CriticSearch
 from agents.evaluation import run_policy
-from agents.grid_dqn import GlimpseGridQPolicy, GridActions, acting_policy
-from agents.grid_policy import GlimpseGridPolicy
-from agents.map_critic import glimpse_geometry_of
-from agents.replay import Float16ReplayBuffer
-from agents.sac import make_sac
+from agents.grid_dqn import acting_policy
 from agents.sb3_adapter import make_sb3_vec_env
-from agents.trunks import policy_setup
-
-#: ``factory(env, seed, device, **overrides)``: the algorithm, with ``overrides`` (``--algorithm-kwargs``) replacing
-#: its constructor arguments. A factory may name the constructors it passes ``overrides`` to (:func:`_passes_to`),
-#: so that a wrong name is refused before anything is built.
-Factory = Callable[..., BaseAlgorithm]
-
-
-def _passes_to(
-    *constructors: Callable[[], Callable[..., Any]], fixed: tuple[str, ...] = ()
-) -> Callable[[Factory], Factory]:
-    """Mark a factory as passing its ``overrides`` to these constructors (each given lazily: a zero-argument
-    callable, so that an optional package is imported only when its algorithm is built), except the arguments
-    ``fixed`` that the factory sets itself."""
-
-    def mark(build: Factory) -> Factory:
-        build.constructors = constructors  # type: ignore[attr-defined]
-        build.fixed = frozenset(fixed)  # type: ignore[attr-defined]
-        return build
-
-    return mark
-
-
-def accepted_overrides(factory: Factory) -> frozenset[str] | None:
-    """The keyword arguments ``factory`` can take as overrides, or None where it does not say (a user's own)."""
-    constructors = getattr(factory, "constructors", None)
-    if constructors is None:
-        return None
-    names: set[str] = set()
-    for constructor in constructors:
-        for name, parameter in inspect.signature(constructor()).parameters.items():
-            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY) and name[0] != "_":
-                names.add(name)
-    # env, seed and device come from the benchmark; the policy is each factory's own.
-    return frozenset(names - {"self", "env", "seed", "device", "policy", *getattr(factory, "fixed", ())})
-
-
-def _off_policy(algorithm: type[OffPolicyAlgorithm], **kwargs: Any) -> Factory:
-    @_passes_to(lambda: algorithm)
-    def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
-        setup = policy_setup(env.observation_space)
-        settings = {"policy_kwargs": setup.policy_kwargs, "replay_buffer_class": setup.replay_buffer_class,
-                    "buffer_size": 10_000, "batch_size": 128, **kwargs, **overrides}  # fmt: skip
-        return algorithm(setup.policy, env, seed=seed, device=device, **settings)
-
-    return build
-
-
-def _on_policy(algorithm: type[BaseAlgorithm], **kwargs: Any) -> Factory:
-    @_passes_to(lambda: algorithm)
-    def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
-        setup = policy_setup(env.observation_space, on_policy=True)
-        settings = {"policy_kwargs": setup.policy_kwargs, **kwargs, **overrides}
-        return algorithm(setup.policy, env, seed=seed, device=device, **settings)
-
-    return build
-
-
-def _contrib_class(name: str) -> type[OffPolicyAlgorithm]:
-    try:
-        import sb3_contrib
-    except ImportError as error:
-        raise SystemExit(f"{name} needs sb3-contrib: pip install 'adaglimpse-env[benchmark]'") from error
-    algorithm: type[OffPolicyAlgorithm] = getattr(sb3_contrib, name)
-    return algorithm
-
-
-def _contrib(name: str, **kwargs: Any) -> Factory:
-    @_passes_to(lambda: _contrib_class(name))
-    def build(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
-        return _off_policy(_contrib_class(name), **kwargs)(env, seed, device, **overrides)
-
-    return build
-
-
-@_passes_to(lambda: make_sac, lambda: SAC, fixed=("critic_search",))
-def _sac(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
-    """The paper's SAC (:func:`agents.sac.make_sac`: its actor) after the common uniform warm-up."""
-    return make_sac(env, seed=seed, device=device, **{"learning_starts": 2_000, **overrides})
-
-
-@_passes_to(lambda: make_sac, lambda: SAC, fixed=("critic_search",))
-def _sac_search(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
-    """SAC acting by critic search (``map`` observation only), with the settings of train_sac.py's default run
-    (configs/sac/digits.yaml) but the common uniform warm-up."""
-    settings = {"lr_schedule": False, "learning_starts": 2_000, "batch_size": 64, "gradient_steps": 4,
-                "buffer_size": 30_000, **overrides}  # fmt: skip
-    model = make_sac(env, seed=seed, device=device, critic_search=CriticSearch(), **settings)
-    model.symmetry_augment = True
-    return model
-
-
-def _merged_policy_kwargs(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """The factory's ``policy_kwargs`` with an override's keys on top (the glimpse geometry and grid stay unless
-    given), e.g. ``policy_kwargs='{"features_extractor_kwargs": {"summary_dim": 128}}'``."""
-    given = overrides.pop("policy_kwargs", None) or {}
-    if not isinstance(given, dict):
-        raise SystemExit(f"--algorithm-kwargs policy_kwargs must be a JSON object, got {given!r}")
-    return {**defaults, **given}
-
-
-@_passes_to(lambda: PPO)
-def _ppo_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
-    """PPO with a categorical policy over a grid of glimpses scored from the map (``map`` observation only;
-    :mod:`agents.grid_policy`), PPO's other settings as the ``ppo`` entry's."""
-    geometry = glimpse_geometry_of(env)
-    if geometry is None:
-        raise ValueError("ppo_grid needs a glimpse env with the 'map' observation (--env-kwargs observation=map)")
-    policy_kwargs = _merged_policy_kwargs({"glimpse_geometry": geometry}, overrides)
-    settings = {"n_steps": 64, "batch_size": 128, **overrides, "policy_kwargs": policy_kwargs}
-    return PPO(GlimpseGridPolicy, env, seed=seed, device=device, **settings)
-
-
-@_passes_to(lambda: DQN)
-def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
-    """DQN over the grid of glimpses of ``ppo_grid`` as discrete actions (:mod:`agents.grid_dqn`: a Q-network
-    that reads the map under each glimpse; ``map`` observation only), with the off-policy entries' uniform
-    warm-up and sac_search's replay: 4 updates of 64 per vector step, a 30k float16 buffer."""
-    grid_env = GridActions(env)
-    policy_kwargs = _merged_policy_kwargs(grid_env.policy_kwargs(), overrides)
-    settings = {"replay_buffer_class": Float16ReplayBuffer, "buffer_size": 30_000, "batch_size": 64,
-                "learning_starts": 2_000, "train_freq": 1, "gradient_steps": 4, "target_update_interval": 1_000,
-                "exploration_fraction": 0.25, "exploration_final_eps": 0.05, **overrides,
-                "policy_kwargs": policy_kwargs}  # fmt: skip
-    return DQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **settings)
-
-
-#: name -> factory(env, seed, device). ``sac`` is the paper's (make_sac: its actor), ``sac_search`` the same SAC
-#: acting by searching its map critic (agents/critic_search.py), ``ppo_grid`` PPO with a categorical policy over
-#: a grid of glimpses (agents/grid_policy.py), ``dqn_grid`` DQN over the same grid as discrete actions
-#: (agents/grid_dqn.py); the others share the trunk and buffer.
-ALGORITHMS: dict[str, Factory] = {
-    "sac": _sac,
-    "sac_search": _sac_search,
-    "td3": _off_policy(TD3, learning_starts=2_000),
-    "ddpg": _off_policy(DDPG, learning_starts=2_000),
-    "tqc": _contrib("TQC", learning_starts=2_000),
-    "crossq": _contrib("CrossQ", learning_starts=2_000),
-    "ppo": _on_policy(PPO, n_steps=64, batch_size=128),
-    "a2c": _on_policy(A2C, n_steps=16),
-    "ppo_grid": _ppo_grid,
-    "dqn_grid": _dqn_grid,
-}
 
 
 def job_devices(device: str, count: int) -> list[str]:
@@ -207,45 +54,6 @@ def job_devices(device: str, count: int) -> list[str]:
     if gpus > 1:
         return [f"cuda:{index % gpus}" for index in range(count)]
     return [device] * count
-
-
-def build_algorithm(name: str, env: VecEnv, seed: int, device: str, overrides: dict[str, Any]) -> BaseAlgorithm:
-    """``ALGORITHMS[name]`` on ``env``, with ``overrides`` of its constructor arguments (none: the factory is
-    called with three arguments, as a factory without ``**overrides`` expects).
-
-    Raises:
-        SystemExit: an override the algorithm does not take (checked before anything is built, where the factory
-            names its constructors; a factory that does not raises its own ``TypeError``).
-    """
-    if not overrides:
-        return ALGORITHMS[name](env, seed, device)
-    check_overrides([name], overrides)
-    return ALGORITHMS[name](env, seed, device, **overrides)
-
-
-def unknown_overrides_message(name: str, unknown: list[str], accepted: frozenset[str]) -> str:
-    """Why ``--algorithm-kwargs`` ``unknown`` cannot go to algorithm ``name``."""
-    examples = [
-        key for key in ("learning_rate", "batch_size", "n_steps", "learning_starts", "gamma") if key in accepted
-    ]
-    return (
-        f"--algorithm-kwargs {unknown} do not fit {name}: it takes its constructor's arguments (e.g. "
-        f"{', '.join(examples)}) except env, seed, device, policy and those the benchmark sets for it; benchmark "
-        "algorithms that differ in other ways separately"
-    )
-
-
-def check_overrides(names: list[str], overrides: dict[str, Any]) -> None:
-    """Refuse, before any run starts, overrides that one of the algorithms ``names`` does not take.
-
-    Raises:
-        SystemExit: the first algorithm with an override it does not take.
-    """
-    for name in names:
-        accepted = accepted_overrides(ALGORITHMS[name])
-        unknown = sorted(set(overrides) - accepted) if accepted is not None and overrides else []
-        if unknown:
-            raise SystemExit(unknown_overrides_message(name, unknown, accepted or frozenset()))
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -400,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env_kwargs = parse_key_values(args.env_kwargs)
     algorithm_kwargs = parse_key_values(args.algorithm_kwargs, "--algorithm-kwargs")
-    check_overrides(args.algorithms, algorithm_kwargs)  # a wrong name fails now, not after the runs before it
+    try:  # a wrong name fails now, not after the runs before it
+        check_overrides(args.algorithms, algorithm_kwargs)
+    except AlgorithmSettingsError as error:
+        raise SystemExit(f"--algorithm-kwargs: {error}") from error
     threads = args.threads or max(1, torch.get_num_threads() // args.workers)
     names = [*args.algorithms, *args.baselines]
     devices = iter(job_devices(args.device, len(names) * len(args.seeds)))

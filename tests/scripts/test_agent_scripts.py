@@ -27,6 +27,8 @@ import train_sac  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402
 
 from adaglimpse_env.models import save_model  # noqa: E402
+from agents import algorithms  # noqa: E402
+from agents.algorithms import AlgorithmSettingsError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -379,12 +381,12 @@ def test_export_agent_writes_a_checkpoint_as_a_loadable_agent(env_args: list[str
 def test_benchmark_agents_refuses_unknown_algorithm_kwargs_before_building() -> None:
     # The names are checked against the algorithm's constructors, so nothing is built (no env is needed) and the
     # message names the wrong argument; a setting the factory fixes itself is refused too.
-    with pytest.raises(SystemExit, match=r"\['n_stepz'\] do not fit td3.*learning_rate"):
-        benchmark_agents.build_algorithm("td3", None, 0, "cpu", {"n_stepz": 1, "batch_size": 8})  # type: ignore[arg-type]
+    with pytest.raises(AlgorithmSettingsError, match=r"\['n_stepz'\] do not fit td3.*learning_rate"):
+        algorithms.build_algorithm("td3", None, 0, "cpu", {"n_stepz": 1, "batch_size": 8})  # type: ignore[arg-type]
     for name in ("sac", "sac_search"):  # make_sac takes a CriticSearch, which no command-line value is
-        with pytest.raises(SystemExit, match=rf"\['critic_search'\] do not fit {name}"):
-            benchmark_agents.build_algorithm(name, None, 0, "cpu", {"critic_search": 1})  # type: ignore[arg-type]
-    accepted = benchmark_agents.accepted_overrides(benchmark_agents.ALGORITHMS["sac_search"])
+        with pytest.raises(AlgorithmSettingsError, match=rf"\['critic_search'\] do not fit {name}"):
+            algorithms.build_algorithm(name, None, 0, "cpu", {"critic_search": 1})  # type: ignore[arg-type]
+    accepted = algorithms.accepted_overrides(algorithms.ALGORITHMS["sac_search"])
     assert accepted is not None and {"float16_buffer", "gradient_steps", "target_entropy"} <= accepted
     assert not {"env", "seed", "device", "policy"} & accepted
 
@@ -394,10 +396,10 @@ def test_benchmark_agents_user_factory_errors_are_its_own(monkeypatch) -> None:
     def factory(env, seed, device, **overrides):
         raise TypeError(f"my_algo got an unexpected keyword argument {next(iter(overrides))!r}")
 
-    monkeypatch.setitem(benchmark_agents.ALGORITHMS, "my_algo", factory)
-    assert benchmark_agents.accepted_overrides(factory) is None
+    monkeypatch.setitem(algorithms.ALGORITHMS, "my_algo", factory)
+    assert algorithms.accepted_overrides(factory) is None
     with pytest.raises(TypeError, match="unexpected keyword argument 'zzz'"):
-        benchmark_agents.build_algorithm("my_algo", None, 0, "cpu", {"zzz": 1})  # type: ignore[arg-type]
+        algorithms.build_algorithm("my_algo", None, 0, "cpu", {"zzz": 1})  # type: ignore[arg-type]
 
 
 def test_benchmark_agents_dqn_over_discrete_glimpses(env_args: list[str], tmp_path: Path) -> None:
@@ -411,8 +413,8 @@ def test_benchmark_agents_dqn_over_discrete_glimpses(env_args: list[str], tmp_pa
     (run,) = json.loads((tmp_path / "r.json").read_text())["results"]
     assert run["name"] == "dqn_grid" and [point["timesteps"] for point in run["curve"]] == [4, 8]
     assert len(run["metric_by_glimpse"]) == 3  # before any glimpse, then 2 glimpses
-    with pytest.raises(SystemExit, match="policy_kwargs must be a JSON object"):
-        benchmark_agents._merged_policy_kwargs({"grid": {}}, {"policy_kwargs": 3})
+    with pytest.raises(AlgorithmSettingsError, match="policy_kwargs override must be a JSON object"):
+        algorithms._merged_policy_kwargs({"grid": {}}, {"policy_kwargs": 3})
 
 
 def test_benchmark_agents_refuses_an_override_before_any_run(env_args: list[str], monkeypatch, tmp_path: Path) -> None:
