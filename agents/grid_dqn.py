@@ -27,7 +27,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
-from agents.grid_policy import GlimpseGrid, GlimpseGridExtractor
+from agents.grid_policy import (
+    GlimpseGrid,
+    GlimpseGridExtractor,
+    check_map_observation,
+    grid_constructor_parameters,
+    grid_extractor_kwargs,
+)
 from agents.map_critic import GlimpseGeometry, glimpse_geometry_of
 
 
@@ -225,12 +231,7 @@ class GlimpseGridQPolicy(DQNPolicy):
         grid: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        shape = getattr(observation_space, "shape", None)
-        if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
-            raise ValueError(
-                f"GlimpseGridQPolicy requires the 'map' observation, a (C, M, M) Box; got {observation_space}. "
-                "Make the env with observation=map."
-            )
+        check_map_observation(observation_space, "GlimpseGridQPolicy")
         if glimpse_geometry is None:
             raise ValueError("GlimpseGridQPolicy needs glimpse_geometry (GridActions(env).policy_kwargs())")
         settings = GlimpseGrid(**(grid or {}))
@@ -246,11 +247,9 @@ class GlimpseGridQPolicy(DQNPolicy):
         kwargs["net_arch"] = []  # saved as such, so that a loaded policy passes the check above
         self.glimpse_geometry = glimpse_geometry
         self.grid_settings = settings.to_dict()
-        kwargs["features_extractor_kwargs"] = {
-            **(kwargs.get("features_extractor_kwargs") or {}),
-            "glimpse_geometry": glimpse_geometry,
-            "grid": self.grid_settings,
-        }
+        kwargs["features_extractor_kwargs"] = grid_extractor_kwargs(
+            kwargs.get("features_extractor_kwargs"), glimpse_geometry, self.grid_settings
+        )
         kwargs.setdefault("normalize_images", False)
         kwargs["features_extractor_class"] = GlimpseGridExtractor
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -260,19 +259,9 @@ class GlimpseGridQPolicy(DQNPolicy):
         return GlimpseGridQNetwork(**net_args).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        extractor_kwargs = {
-            key: value
-            for key, value in data.get("features_extractor_kwargs", {}).items()
-            if key not in ("glimpse_geometry", "grid")
-        }
-        data.update(
-            glimpse_geometry=self.glimpse_geometry,
-            grid=self.grid_settings,
-            features_extractor_kwargs=extractor_kwargs,
+        return grid_constructor_parameters(
+            super()._get_constructor_parameters(), self.glimpse_geometry, self.grid_settings
         )
-        data.pop("features_extractor_class", None)
-        return data
 
 
 def saved_grid_actions(path: str | Path) -> spaces.Discrete:

@@ -225,6 +225,43 @@ class _SplitLatents(nn.Module):
         return summary if self.value_net is None else self.value_net(summary)
 
 
+def check_map_observation(observation_space: spaces.Space, policy: str) -> None:
+    """Refuse any observation but the ``map`` preset's ``(C, M, M)`` Box, naming ``policy``.
+
+    Raises:
+        ValueError: another observation space.
+    """
+    shape = getattr(observation_space, "shape", None)
+    if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
+        raise ValueError(
+            f"{policy} requires the 'map' observation, a (C, M, M) Box; got {observation_space}. "
+            "Make the env with observation=map."
+        )
+
+
+def grid_extractor_kwargs(
+    given: dict[str, Any] | None, glimpse_geometry: dict[str, Any], grid: dict[str, Any]
+) -> dict[str, Any]:
+    """A grid policy's :class:`GlimpseGridExtractor` arguments: the user's, with the policy's geometry and grid."""
+    return {**(given or {}), "glimpse_geometry": glimpse_geometry, "grid": grid}
+
+
+def grid_constructor_parameters(
+    data: dict[str, Any], glimpse_geometry: dict[str, Any], grid: dict[str, Any]
+) -> dict[str, Any]:
+    """SB3's ``_get_constructor_parameters`` of a grid policy: the geometry and grid saved as the policy's own
+    arguments (plain JSON, readable without unpickling), not inside the extractor's, and no extractor class (the
+    policy sets it)."""
+    extractor_kwargs = {
+        key: value
+        for key, value in data.get("features_extractor_kwargs", {}).items()
+        if key not in ("glimpse_geometry", "grid")
+    }
+    data.update(glimpse_geometry=glimpse_geometry, grid=grid, features_extractor_kwargs=extractor_kwargs)
+    data.pop("features_extractor_class", None)
+    return data
+
+
 class GlimpseGridPolicy(ActorCriticPolicy):
     """SB3 ``ActorCriticPolicy`` (PPO, A2C) over a grid of glimpses on the ``map`` observation (see the module).
 
@@ -254,12 +291,7 @@ class GlimpseGridPolicy(ActorCriticPolicy):
         value_arch: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
-        shape = getattr(observation_space, "shape", None)
-        if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
-            raise ValueError(
-                f"GlimpseGridPolicy requires the 'map' observation, a (C, M, M) Box; got {observation_space}. "
-                "Make the env with observation=map."
-            )
+        check_map_observation(observation_space, "GlimpseGridPolicy")
         if not isinstance(action_space, spaces.Box) or action_space.shape != (3,):
             raise ValueError(f"GlimpseGridPolicy requires the glimpse action Box of shape (3,), got {action_space}")
         if glimpse_geometry is None:
@@ -277,11 +309,9 @@ class GlimpseGridPolicy(ActorCriticPolicy):
         if given:
             raise ValueError(f"GlimpseGridPolicy takes no {given[0]}: {unsupported[given[0]]}")
         self.value_arch = [256] if value_arch is None else list(value_arch)
-        extractor_kwargs = {
-            **(kwargs.pop("features_extractor_kwargs", None) or {}),
-            "glimpse_geometry": glimpse_geometry,
-            "grid": self.grid_settings,
-        }
+        extractor_kwargs = grid_extractor_kwargs(
+            kwargs.pop("features_extractor_kwargs", None), glimpse_geometry, self.grid_settings
+        )
         kwargs.setdefault("activation_fn", nn.GELU)
         kwargs.setdefault("normalize_images", False)
         super().__init__(
@@ -316,17 +346,8 @@ class GlimpseGridPolicy(ActorCriticPolicy):
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        extractor_kwargs = {
-            key: value
-            for key, value in data.get("features_extractor_kwargs", {}).items()
-            if key not in ("glimpse_geometry", "grid")
-        }
-        data.update(
-            glimpse_geometry=self.glimpse_geometry,
-            grid=self.grid_settings,
-            value_arch=self.value_arch,
-            features_extractor_kwargs=extractor_kwargs,
+        data = grid_constructor_parameters(
+            super()._get_constructor_parameters(), self.glimpse_geometry, self.grid_settings
         )
-        data.pop("features_extractor_class", None)
+        data["value_arch"] = self.value_arch
         return data
