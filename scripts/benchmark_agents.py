@@ -27,8 +27,6 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from agents.config import parse_key_values
 from agents.evaluation import run_policy
 from agents.grid_dqn import acting_policy
 from agents.sb3_adapter import make_sb3_vec_env
+from agents.workers import worker_pool
 
 
 def job_devices(device: str, count: int) -> list[str]:
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         write_results(args, results, partial=len(results) < len(jobs))
 
     if args.workers > 1:
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(args.workers) as pool:  # workers end if this process is killed
             for job, result in zip(jobs, pool.map(run_one, jobs), strict=True):
                 record(job, result)
     else:
