@@ -161,10 +161,7 @@ def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgo
     return DQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **settings)
 
 
-#: name -> factory(env, seed, device). ``sac`` is the paper's (make_sac: its actor), ``sac_search`` the same SAC
-#: acting by searching its map critic (agents/critic_search.py), ``ppo_grid`` PPO with a categorical policy over
-#: a grid of glimpses (agents/grid_policy.py), ``dqn_grid`` DQN over the same grid as discrete actions
-#: (agents/grid_dqn.py); the others share the trunk and buffer.
+#: name -> factory(env, seed, device, **overrides); what each entry is: the module docstring.
 ALGORITHMS: dict[str, Factory] = {
     "sac": _sac,
     "sac_search": _sac_search,
