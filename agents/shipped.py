@@ -12,7 +12,6 @@ seconds. :func:`export_agent` writes the same pair for any SAC run.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,10 @@ from agents.trunks import policy_setup
 
 #: Shipped agents by name: ``sb3:sac:<name>``.
 SHIPPED_AGENTS = {"embedded": "sac_digits"}
+#: Where they lie: beside this module, found from its own file rather than by looking the name ``agents`` up
+#: again, which under an editable install can resolve to another folder called ``agents`` (a namespace package
+#: earlier on ``sys.path``, such as pytest's ``tests/agents``) and so miss the files.
+ASSETS = Path(__file__).resolve().parent / "assets"
 #: 2: "acts_with" says which network the weights are ("actor" or "critic_search"); 1 (actor only) still loads.
 #: Since format 2 a ``map`` agent may record its "features_extractor_kwargs" and "net_arch"; files without them
 #: hold the networks of earlier agents (the stride-4 trunk of :class:`agents.map_features.GlimpseMapExtractor`,
@@ -46,7 +49,7 @@ class ShippedAgentError(ValueError):
 def agent_files(name_or_stem: str | Path) -> tuple[Path, Path]:
     """``(weights .pt, settings .json)`` of a shipped agent name or of a path stem (``runs/x/agent``)."""
     if isinstance(name_or_stem, str) and name_or_stem in SHIPPED_AGENTS:
-        stem = Path(str(resources.files("agents") / "assets" / SHIPPED_AGENTS[name_or_stem]))
+        stem = ASSETS / SHIPPED_AGENTS[name_or_stem]
     else:
         stem = Path(name_or_stem)
         stem = stem.with_suffix("") if stem.suffix in (".pt", ".json") else stem
