@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,11 +12,14 @@ from PIL import Image
 from adaglimpse_env.models import ElasticMAE, create_model
 
 
-def tiny_model(task: str = "reconstruction", seed: int = 0, num_segmentation_classes: int = 150) -> ElasticMAE:
-    """A 1-block tiny model whose LayerScale is large enough that glimpses change its predictions."""
+def tiny_model(
+    task: str = "reconstruction", seed: int = 0, num_segmentation_classes: int = 150, **overrides: Any
+) -> ElasticMAE:
+    """A 1-block tiny model whose LayerScale is large enough that glimpses change its predictions; ``overrides``
+    of its config (e.g. ``img_size``) go to :func:`create_model`."""
     torch.manual_seed(seed)
     model = create_model(
-        "tiny", task, depth=1, decoder_depth=1, num_segmentation_classes=num_segmentation_classes
+        "tiny", task, depth=1, decoder_depth=1, num_segmentation_classes=num_segmentation_classes, **overrides
     ).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
