@@ -28,8 +28,8 @@ from agents.trunks import policy_setup
 #: Shipped agents by name: ``sb3:sac:<name>``.
 SHIPPED_AGENTS = {"embedded": "sac_digits"}
 #: Where they lie: beside this module, found from its own file rather than by looking the name ``agents`` up
-#: again, which under an editable install can resolve to another folder called ``agents`` (a namespace package
-#: earlier on ``sys.path``, such as pytest's ``tests/agents``) and so miss the files.
+#: again, which under an editable install resolves to any folder called ``agents`` without an ``__init__.py`` on
+#: ``sys.path`` (the path search runs before setuptools' editable finder), such as pytest's ``tests/agents``.
 ASSETS = Path(__file__).resolve().parent / "assets"
 #: 2: "acts_with" says which network the weights are ("actor" or "critic_search"); 1 (actor only) still loads.
 #: Since format 2 a ``map`` agent may record its "features_extractor_kwargs" and "net_arch"; files without them

@@ -18,9 +18,8 @@ def tiny_model(
     """A 1-block tiny model whose LayerScale is large enough that glimpses change its predictions; ``overrides``
     of its config (e.g. ``img_size``) go to :func:`create_model`."""
     torch.manual_seed(seed)
-    model = create_model(
-        "tiny", task, depth=1, decoder_depth=1, num_segmentation_classes=num_segmentation_classes, **overrides
-    ).eval()
+    options = {"depth": 1, "decoder_depth": 1, **overrides}
+    model = create_model("tiny", task, num_segmentation_classes=num_segmentation_classes, **options).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "gamma" in name:

@@ -3,7 +3,10 @@ mismatched envs get clear errors."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,6 +16,7 @@ import torch
 
 import adaglimpse_env  # noqa: F401
 from adaglimpse_env.models import create_model, save_model
+from agents import shipped
 from agents.policies import load_policy
 from agents.sac import make_sac
 from agents.sb3_adapter import GlimpseSB3VecEnv
@@ -127,13 +131,19 @@ def test_mismatched_or_broken_agents_are_refused(tmp_path: Path, classifier: Pat
         load_agent(tmp_path / "map", other_size)
 
 
-def test_shipped_agent_is_found_whatever_the_name_agents_resolves_to() -> None:
-    # Under pytest with an editable install the name ``agents`` resolves to the namespace package tests/agents
-    # (pytest puts tests/ first on sys.path; the editable finder comes after it), as it can for a user with their
-    # own ``agents`` folder; the shipped files must still be found, and found in the package.
+def test_shipped_agent_is_found_when_the_name_agents_is_another_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A folder named ``agents`` without __init__.py anywhere on sys.path wins the name over an editable install
+    # (the path search runs before setuptools' editable finder), as pytest's tests/agents does in CI and a user's own
+    # ``agents`` folder can: the shipped files must still be found, and in the package.
+    (tmp_path / "agents").mkdir()
+    spec = importlib.machinery.PathFinder.find_spec("agents", [str(tmp_path)])
+    assert spec is not None and spec.origin is None  # a namespace package
+    monkeypatch.setitem(sys.modules, "agents", importlib.util.module_from_spec(spec))
     weights, settings = agent_files("embedded")
     assert weights.is_file() and settings.is_file(), (weights, settings)
-    assert weights.parent == Path(load_agent.__code__.co_filename).resolve().parent / "assets"
+    assert weights.parent == Path(shipped.__file__).resolve().parent / "assets"
 
 
 def test_shipped_agent_loads_by_name_and_acts() -> None:

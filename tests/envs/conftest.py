@@ -43,5 +43,8 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def models() -> dict[str, ElasticMAE]:
     # The segmentation model sees 96 x 96 images: the paper's convolutional head upsamples to the input with 256
     # channels, and at 224 x 224 the segmentation env's checks took about a minute; the env code is the same.
-    models = {task: tiny_model(task) for task in ("reconstruction", "classification")}
-    return {**models, "segmentation": tiny_model("segmentation", img_size=(96, 96))}
+    return {
+        "reconstruction": tiny_model("reconstruction"),
+        "classification": tiny_model("classification"),
+        "segmentation": tiny_model("segmentation", img_size=(96, 96)),
+    }
