@@ -173,7 +173,7 @@ def test_two_trainings_with_the_same_seed_are_identical_with_or_without_determin
     trained: Callable[..., Any],
 ) -> None:
     # One pair shows both: the run repeats bit for bit, and torch's deterministic algorithms (--deterministic), which
-    # the second run turns on, change nothing on the CPU (a third run for each claim alone cost the suite ~30 s).
+    # the second run turns on, change nothing on the CPU (a pair for each claim took a third 200-step run, ~25 s).
     first, second = trained("seed0"), trained("seed0_deterministic", "--deterministic")
     assert_identical(first, second)
     assert len(first["curves"]["train/critic_loss"]) > 10  # a curve, not a point
