@@ -29,7 +29,8 @@ from agents.trunks import policy_setup
 SHIPPED_AGENTS = {"embedded": "sac_digits"}
 #: Where they lie: beside this module, found from its own file rather than by looking the name ``agents`` up
 #: again, which under an editable install resolves to any folder called ``agents`` without an ``__init__.py`` on
-#: ``sys.path`` (the path search runs before setuptools' editable finder), such as pytest's ``tests/agents``.
+#: ``sys.path`` (the path search runs before setuptools' editable finder), as the test folder once named
+#: ``tests/agents`` did under pytest (now ``tests/agent_tests``) and a user's own ``agents`` folder can.
 ASSETS = Path(__file__).resolve().parent / "assets"
 #: 2: "acts_with" says which network the weights are ("actor" or "critic_search"); 1 (actor only) still loads.
 #: Since format 2 a ``map`` agent may record its "features_extractor_kwargs" and "net_arch"; files without them

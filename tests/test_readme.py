@@ -123,7 +123,7 @@ def readme_python_blocks() -> list[str]:
 
 def test_readme_usage_example_runs() -> None:
     # The "Use it" block, as written, on the shipped photos and model; the vector env goes to the CPU where no
-    # GPU is present. (The other block needs the paper's checkpoint files, which cannot ship: tests/agents covers
+    # GPU is present. (The other block needs the paper's checkpoint files, which cannot ship: tests/agent_tests covers
     # load_original_policy on a state dict with the original names and shapes.)
     import numpy as np
     import torch

@@ -135,8 +135,8 @@ def test_shipped_agent_is_found_when_the_name_agents_is_another_package(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A folder named ``agents`` without __init__.py anywhere on sys.path wins the name over an editable install
-    # (the path search runs before setuptools' editable finder), as pytest's tests/agents does in CI and a user's own
-    # ``agents`` folder can: the shipped files must still be found, and in the package.
+    # (the path search runs before setuptools' editable finder), as this test folder did under pytest before it was
+    # renamed and a user's own ``agents`` folder can: the shipped files must still be found, and in the package.
     (tmp_path / "agents").mkdir()
     spec = importlib.machinery.PathFinder.find_spec("agents", [str(tmp_path)])
     assert spec is not None and spec.origin is None  # a namespace package
@@ -144,6 +144,17 @@ def test_shipped_agent_is_found_when_the_name_agents_is_another_package(
     weights, settings = agent_files("embedded")
     assert weights.is_file() and settings.is_file(), (weights, settings)
     assert weights.parent == Path(shipped.__file__).resolve().parent / "assets"
+
+
+def test_the_name_agents_is_the_package_in_tests() -> None:
+    # No test folder may be called ``agents``: pytest puts tests/ on sys.path, and such a folder would take the name
+    # from the package, so that agents/__init__.py never ran in tests (as before tests/agent_tests was renamed).
+    import agents
+
+    assert (
+        agents.__file__ is not None
+        and Path(agents.__file__).resolve().parent == Path(shipped.__file__).resolve().parent
+    )
 
 
 def test_shipped_agent_loads_by_name_and_acts() -> None:
