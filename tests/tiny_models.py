@@ -11,6 +11,10 @@ from PIL import Image
 
 from adaglimpse_env.models import ElasticMAE, create_model
 
+#: Input side of the segmentation test models: the paper's convolutional segmentation head upsamples to the input
+#: with 256 channels, about 10 s a forward-heavy test at 224 x 224; the code under test is the same at any size.
+SEGMENTATION_IMG_SIZE = (96, 96)
+
 
 def tiny_model(
     task: str = "reconstruction", seed: int = 0, num_segmentation_classes: int = 150, **overrides: Any

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_mae import random_glimpse_tokens, tiny
+from tiny_models import SEGMENTATION_IMG_SIZE
 
 from adaglimpse_env.models import ReconstructionHead, attention_rollout
 from adaglimpse_env.models.blocks import LayerScaleBlock
@@ -53,10 +54,9 @@ def test_tokens_embedded_per_glimpse_give_the_encoder_output(num_tokens: int, wi
 @pytest.mark.parametrize("decoder_depth", [1, 3])
 @pytest.mark.parametrize("num_tokens", [0, 8])
 def test_decoder_constants_give_the_reference_decoder(task: str, decoder_depth: int, num_tokens: int) -> None:
-    # Segmentation on 96 x 96 images: its convolutional head upsamples to the input with 256 channels, ~10 s a case
-    # at 224 x 224; the decoder constants are the same code at any size. (The tokens' boxes, drawn inside 224 x 224,
-    # may lie outside the image: both paths get the same tokens, and the box embedding takes any coordinates.)
-    overrides = {"img_size": (96, 96)} if task == "segmentation" else {}
+    # Segmentation on small images (SEGMENTATION_IMG_SIZE). The tokens' boxes, drawn inside 224 x 224, may lie
+    # outside the image: both paths get the same tokens, and the box embedding takes any coordinates.
+    overrides = {"img_size": SEGMENTATION_IMG_SIZE} if task == "segmentation" else {}
     model = tiny(task, decoder_depth=decoder_depth, num_segmentation_classes=5, **overrides)
     patches, boxes = random_glimpse_tokens(3, num_tokens, seed=3)
     pad_mask = None
