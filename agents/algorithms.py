@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.critic_search import CriticSearch
 from agents.grid_dqn import GlimpseGridQPolicy, GridActions
+from agents.grid_dqn_learner import GridDQN
 from agents.grid_policy import GlimpseGridPolicy
 from agents.map_critic import glimpse_geometry_of
 from agents.replay import Float16ReplayBuffer
@@ -147,7 +148,7 @@ def _ppo_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgo
     return PPO(GlimpseGridPolicy, env, seed=seed, device=device, **settings)
 
 
-@_passes_to(lambda: DQN)
+@_passes_to(lambda: GridDQN, lambda: DQN)
 def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """DQN over the grid of glimpses of ``ppo_grid`` as discrete actions (:mod:`agents.grid_dqn`: a Q-network
     that reads the map under each glimpse; ``map`` observation only), with the off-policy entries' uniform
@@ -156,9 +157,9 @@ def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgo
     policy_kwargs = _merged_policy_kwargs(grid_env.policy_kwargs(), overrides)
     settings = {"replay_buffer_class": Float16ReplayBuffer, "buffer_size": 30_000, "batch_size": 64,
                 "learning_starts": 2_000, "train_freq": 1, "gradient_steps": 4, "target_update_interval": 1_000,
-                "exploration_fraction": 0.25, "exploration_final_eps": 0.05, **overrides,
+                "exploration_fraction": 0.25, "exploration_final_eps": 0.05, "symmetry_augment": True, **overrides,
                 "policy_kwargs": policy_kwargs}  # fmt: skip
-    return DQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **settings)
+    return GridDQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **settings)
 
 
 #: name -> factory(env, seed, device, **overrides); what each entry is: the module docstring.

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from corner_task import covers_corner, load_folder, train_corner_classifier, write_corner_folder
-from stable_baselines3 import DQN, PPO, SAC
+from stable_baselines3 import PPO, SAC
 
 from adaglimpse_env import GlimpseVectorEnv
 from adaglimpse_env.models import save_model
@@ -30,6 +30,7 @@ from agents.baselines import make_baseline
 from agents.evaluation import EpisodeRecorder, run_policy
 from agents.features import sac_policy_kwargs
 from agents.grid_dqn import GlimpseGridQPolicy, GridActing, GridActions
+from agents.grid_dqn_learner import GridDQN
 from agents.grid_policy import GlimpseGrid, GlimpseGridPolicy
 from agents.map_critic import glimpse_geometry_of
 from agents.sac import make_sac
@@ -207,10 +208,12 @@ def test_ppo_with_the_grid_policy_learns_to_look_at_the_informative_corner(corne
 
 
 def test_dqn_over_discrete_glimpses_learns_to_look_at_the_informative_corner(corner_task: CornerTask) -> None:
-    """SB3's DQN on the grid of glimpses as discrete actions, with the Q-network that reads the map under each
-    glimpse (:mod:`agents.grid_dqn`): 1024 steps."""
+    """DQN on the grid of glimpses as discrete actions, with the Q-network that reads the map under each glimpse
+    (:mod:`agents.grid_dqn`): 1024 steps. GridDQN (:mod:`agents.grid_dqn_learner`), whose update is SB3's DQN's
+    at a lower cost (test_grid_dqn_learner.py checks the two take the same step); no symmetry augmentation, since
+    the corner is a fixed place."""
     train_env = GridActions(training_env(corner_task, "map"), GlimpseGrid(positions=5, scales=3))
-    model = DQN(
+    model = GridDQN(
         GlimpseGridQPolicy,
         train_env,
         learning_starts=128,

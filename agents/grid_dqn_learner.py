@@ -1,0 +1,160 @@
+"""DQN's update for the glimpse-grid Q-network, at the cost of the glimpses it reads, with symmetry augmentation.
+
+SB3's ``DQN.train`` scores every one of the ``K`` actions twice per replayed transition: all ``K`` of the state
+with the online network to pick the replayed one out, all ``K`` of the next state with the target network for the
+max. With :class:`~agents.grid_dqn.GlimpseGridQPolicy` (845 glimpses) that was 8.6 env steps/s on the fast digits
+id, the slowest entry of the benchmark (docs/results.md). :class:`GridDQN` is the same algorithm with three changes:
+
+- the online network scores only the replayed glimpse (its value is read from the map under that glimpse alone);
+- the max of the bootstrap target runs over a coarser sub-grid of the actions (by default every other place and
+  zoom level: 7 x 7 x 3 = 147 of the 845), as the critic search's target does (:mod:`agents.critic_search`); a
+  max over fewer actions can miss a peak between its points, so it is a conservative estimate of the greedy
+  policy's value, which also tempers DQN's overestimation of a max over many noisy values;
+- optionally (``symmetry_augment``), each replayed transition is seen under a random one of the square's eight
+  symmetries (maps mirrored or transposed, the glimpse index moved with them: :mod:`agents.symmetry`), as the
+  critic search's SAC replays.
+
+Acting, the policy, exploration and what is saved are SB3's DQN's: a saved ``GridDQN`` loads with ``DQN.load``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DQN
+from torch.nn import functional as F
+
+from agents.grid_policy import GlimpseGrid, GlimpseGridExtractor
+from agents.symmetry import apply_symmetries, apply_to_actions, random_symmetries
+
+
+def sub_grid_indices(grid: GlimpseGrid, positions: int, scales: int) -> torch.Tensor:
+    """``(positions^2 * scales,)`` indices of the grid's candidates on a coarser grid over the same range: the
+    points nearest to ``positions`` (and ``scales``) evenly spaced points of each axis's index range, ends
+    included (every other point of a 13 x 13 x 5 grid for 7 x 7 x 3); one point is the middle one, as on the
+    grid itself (:func:`agents.critic_search.glimpse_candidates`).
+
+    Raises:
+        ValueError: a sub-grid with more points on an axis than the grid.
+    """
+    if not 1 <= positions <= grid.positions or not 1 <= scales <= grid.scales:
+        raise ValueError(
+            f"a target grid of {positions} places per side and {scales} zoom levels does not fit in the action "
+            f"grid ({grid.positions} x {grid.scales}); give 1 <= target_positions <= {grid.positions} and "
+            f"1 <= target_scales <= {grid.scales}"
+        )
+    place, zoom = _sub_axis(grid.positions, positions), _sub_axis(grid.scales, scales)
+    ix, iy, iscale = np.meshgrid(place, place, zoom, indexing="ij")
+    return torch.as_tensor(((ix * grid.positions + iy) * grid.scales + iscale).reshape(-1))
+
+
+def _sub_axis(points: int, chosen: int) -> np.ndarray:
+    if chosen == 1:
+        return np.array([(points - 1) // 2])
+    return np.unique(np.round(np.linspace(0, points - 1, chosen)).astype(np.int64))
+
+
+def symmetry_permutations(candidates: torch.Tensor) -> torch.Tensor:
+    """``(8, K)``: for each symmetry code ``4 transpose + 2 mirror_x + mirror_y``, the index of the candidate that
+    candidate ``k`` becomes (:func:`agents.symmetry.apply_to_actions`; the grid is symmetric, so it is one of
+    them).
+
+    Args:
+        candidates: ``(K, 3)`` the grid's actions.
+    """
+    codes = torch.arange(8)
+    draws = torch.stack((codes // 4 == 1, codes // 2 % 2 == 1, codes % 2 == 1), dim=1)  # (8, 3)
+    table = []
+    for draw in draws:
+        moved = apply_to_actions(candidates, draw.expand(len(candidates), -1))
+        table.append(torch.cdist(moved.double(), candidates.double()).argmin(dim=1))
+    return torch.stack(table)
+
+
+class GridDQN(DQN):
+    """SB3's DQN for :class:`~agents.grid_dqn.GlimpseGridQPolicy` with the update described in the module.
+
+    Args:
+        *args: SB3's ``DQN`` arguments (the policy must be a :class:`~agents.grid_dqn.GlimpseGridQPolicy`).
+        target_positions: places per side of the target's max, at most the grid's ``positions`` (None: every
+            other one, ``(positions + 1) // 2``: 7 of the default grid's 13).
+        target_scales: zoom levels of the target's max, at most the grid's ``scales`` (None: every other one,
+            ``(scales + 1) // 2``: 3 of 5).
+        symmetry_augment: replay each transition under a random symmetry of the square; for tasks whose content
+            can be anywhere (find-and-zoom: the benchmark's ``dqn_grid`` turns it on), not where a place is
+            special (a target always in one corner: mirroring would teach that every corner pays).
+        **kwargs: SB3's ``DQN`` keyword arguments.
+
+    Raises:
+        ValueError: a policy whose Q-network is not a glimpse grid's, or a target grid larger than the grid.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        target_positions: int | None = None,
+        target_scales: int | None = None,
+        symmetry_augment: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.target_positions = target_positions
+        self.target_scales = target_scales
+        self.symmetry_augment = symmetry_augment
+        super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        extractor = self.q_net.features_extractor
+        if not isinstance(extractor, GlimpseGridExtractor):
+            raise ValueError(
+                f"GridDQN trains a GlimpseGridQPolicy (agents.grid_dqn), got a {type(self.policy).__name__} "
+                f"whose Q-network reads {type(extractor).__name__}"
+            )
+        grid = extractor.grid
+        positions = (grid.positions + 1) // 2 if self.target_positions is None else self.target_positions
+        scales = (grid.scales + 1) // 2 if self.target_scales is None else self.target_scales
+        self._target_indices = sub_grid_indices(grid, positions, scales).to(self.device)
+        self._permutations = symmetry_permutations(extractor.candidates.cpu()).to(self.device)
+        height, width = extractor.geometry.image_size
+        self._square_image = height == width
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """SB3's ``DQN.train`` with the online values of the replayed glimpses only, the target's max over the
+        coarse grid and symmetry augmentation."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        online = self.q_net.features_extractor
+        target = self.q_net_target.features_extractor
+        assert isinstance(online, GlimpseGridExtractor) and isinstance(target, GlimpseGridExtractor)
+        losses = []
+        for _ in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            observations, next_observations = replay_data.observations, replay_data.next_observations
+            indices = replay_data.actions.long().reshape(-1, 1)  # (B, 1)
+            if self.symmetry_augment:
+                square = self._square_image and observations.shape[-1] == observations.shape[-2]
+                draws = random_symmetries(len(indices), square, observations.device)
+                observations = apply_symmetries(observations, draws)
+                next_observations = apply_symmetries(next_observations, draws)
+                codes = draws[:, 0].long() * 4 + draws[:, 1].long() * 2 + draws[:, 2].long()
+                indices = self._permutations[codes, indices[:, 0]].reshape(-1, 1)
+            with torch.no_grad():
+                next_values = target.candidate_scores(next_observations, self._target_indices).amax(dim=1)
+                target_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_values[:, None]
+            values = online.candidate_scores(observations, indices)  # (B, 1)
+            loss = F.smooth_l1_loss(values, target_values)
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", np.mean(losses))
+
+    def _excluded_save_params(self) -> list[str]:
+        # Rebuilt from the policy on load (_setup_model); tensors would be pickled into the zip's data.
+        return [*super()._excluded_save_params(), "_target_indices", "_permutations", "_square_image"]

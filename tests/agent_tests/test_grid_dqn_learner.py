@@ -1,0 +1,108 @@
+"""GridDQN: DQN's update at the cost of the glimpses it reads (agents/grid_dqn_learner.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from map_env import tiny_map_env
+from stable_baselines3 import DQN
+
+from agents.critic_search import glimpse_candidates, scale_axis
+from agents.grid_dqn import GlimpseGridQPolicy, GridActions
+from agents.grid_dqn_learner import GridDQN, sub_grid_indices, symmetry_permutations
+from agents.grid_policy import GlimpseGrid, GlimpseGridExtractor
+from agents.map_critic import GlimpseGeometry
+from agents.symmetry import apply_to_actions
+
+GEOMETRY = GlimpseGeometry(image_size=(224, 224), min_crop=32.0, max_crop=224.0)
+
+
+def test_the_target_grid_is_every_other_point_of_the_action_grid() -> None:
+    grid = GlimpseGrid()  # 13 x 13 x 5, geometric zoom levels
+    indices = sub_grid_indices(grid, 7, 3)
+    assert indices.shape == (147,) and len(set(indices.tolist())) == 147
+    coarse = glimpse_candidates(7, 3, torch.zeros(()), scale_axis(GEOMETRY, 3, "geometric", torch.zeros(())))
+    torch.testing.assert_close(grid.candidates(GEOMETRY)[indices], coarse)
+    assert sub_grid_indices(grid, 13, 5).tolist() == list(range(grid.size))
+    assert sub_grid_indices(grid, 1, 1).tolist() == [(6 * 13 + 6) * 5 + 2]  # the centre, the middle zoom level
+    with pytest.raises(ValueError, match=r"1 <= target_positions <= 13"):
+        sub_grid_indices(grid, 14, 3)
+
+
+def test_symmetries_move_each_glimpse_to_the_grid_point_of_its_image() -> None:
+    candidates = GlimpseGrid(positions=5, scales=3).candidates(GEOMETRY)
+    table = symmetry_permutations(candidates)
+    assert table.shape == (8, len(candidates))
+    assert table[0].tolist() == list(range(len(candidates)))  # code 0: no symmetry
+    for code, permutation in enumerate(table):
+        assert sorted(permutation.tolist()) == list(range(len(candidates)))
+        draws = torch.tensor([code // 4, code // 2 % 2, code % 2], dtype=torch.bool).expand(len(candidates), -1)
+        torch.testing.assert_close(candidates[permutation], apply_to_actions(candidates, draws))
+    # Mirror x (code 2) moves the top-left small glimpse to the top-right one.
+    assert candidates[table[2, 0]].tolist() == pytest.approx([1.0, -1.0, -1.0])
+
+
+def test_scoring_some_candidates_gives_their_columns_of_the_full_scoring() -> None:
+    extractor = GlimpseGridExtractor(
+        _map_space(16), GEOMETRY.__dict__, GlimpseGrid(positions=5, scales=3).to_dict(), summary_dim=8, channels=4
+    )
+    maps = torch.rand(3, 5, 16, 16)
+    with torch.no_grad():
+        every = extractor(maps)[:, :75]  # (B, K) scores, then the summary
+        per_map = torch.tensor([[0, 74], [3, 3], [40, 7]])
+        torch.testing.assert_close(extractor.candidate_scores(maps, per_map), every.gather(1, per_map))
+        shared = torch.tensor([5, 6, 70])
+        torch.testing.assert_close(extractor.candidate_scores(maps, shared), every[:, shared])
+
+
+def test_with_the_full_target_grid_and_no_augmentation_it_takes_sb3_dqns_step(
+    tiny_folder: Path, tiny_checkpoint: Path
+) -> None:
+    """The same replayed batches give the same parameters as SB3's DQN.train: only the cost differs."""
+    grid = GlimpseGrid(positions=3, scales=2)
+    models = []
+    for algorithm, extra in (
+        (DQN, {}),
+        (GridDQN, {"target_positions": 3, "target_scales": 2, "symmetry_augment": False}),
+    ):
+        env = GridActions(tiny_map_env(tiny_folder, tiny_checkpoint), grid)
+        model = algorithm(GlimpseGridQPolicy, env, learning_starts=8, buffer_size=64, batch_size=8, train_freq=1,
+                          gradient_steps=1, target_update_interval=4, learning_rate=1e-2,
+                          policy_kwargs=env.policy_kwargs(), seed=0, device="cpu", **extra)  # fmt: skip
+        model.learn(24)
+        models.append(model)
+        env.close()
+    reference, grid_dqn = models
+    assert grid_dqn._n_updates == reference._n_updates > 0
+    for ours, theirs in zip(grid_dqn.policy.parameters(), reference.policy.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_a_saved_grid_dqn_loads_as_sb3_dqn_and_acts_the_same(
+    tiny_folder: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    env = GridActions(tiny_map_env(tiny_folder, tiny_checkpoint), GlimpseGrid(positions=3, scales=2))
+    model = GridDQN(GlimpseGridQPolicy, env, learning_starts=4, buffer_size=64, batch_size=8, train_freq=1,
+                    gradient_steps=1, target_positions=2, target_scales=1, policy_kwargs=env.policy_kwargs(), seed=0,
+                    device="cpu")  # fmt: skip
+    model.learn(16)
+    model.save(tmp_path / "grid_dqn.zip")
+    from agents.sb3_files import load_sb3, read_sb3_data
+
+    assert read_sb3_data(tmp_path / "grid_dqn.zip")["target_positions"] == 2
+    loaded = load_sb3(DQN, tmp_path / "grid_dqn.zip", env.observation_space, env.action_space)  # no unpickling
+    observation = env.reset()
+    np.testing.assert_array_equal(
+        loaded.predict(observation, deterministic=True)[0], model.predict(observation, deterministic=True)[0]
+    )
+    with pytest.raises(ValueError, match="target grid of 4 places"):
+        GridDQN(GlimpseGridQPolicy, env, target_positions=4, policy_kwargs=env.policy_kwargs(), device="cpu")
+    env.close()
+
+
+def _map_space(side: int) -> spaces.Box:
+    return spaces.Box(-3.0, 3.0, shape=(5, side, side), dtype=np.float32)
