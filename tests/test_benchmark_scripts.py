@@ -78,6 +78,17 @@ def test_benchmark_sac_times_the_critic_search_heads(capsys: pytest.CaptureFixtu
     assert all(float(cell) > 0 for cell in rows[0][1:])  # rates, acting times and their ratios
 
 
+def test_benchmark_grid_dqn_times_sb3s_update_against_grid_dqns(capsys: pytest.CaptureFixture[str]) -> None:
+    import benchmark_grid_dqn
+
+    argv = ["--batch-size", "8", "--updates", "2", "--repeats", "1", "--num-envs", "2", "--fill-steps", "16",
+            "--threads", "1"]  # fmt: skip
+    assert benchmark_grid_dqn.main(argv) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 | ")]
+    assert len(rows) == 1 and len(rows[0]) == 6  # threads, three rates, two ratios
+    assert all(float(cell) > 0 for cell in rows[0][1:])
+
+
 def test_probe_rewards_covers_every_step_once(capsys: pytest.CaptureFixture[str]) -> None:
     import probe_rewards
 
