@@ -148,16 +148,30 @@ def _ppo_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgo
     return PPO(GlimpseGridPolicy, env, seed=seed, device=device, **settings)
 
 
+#: dqn_grid's per-glimpse scorer, as wide as what the critic-search SAC's critic reads (the trunk's 32 channels at
+#: 16 points under each glimpse, two hidden layers of 128) instead of the grid policy's 8 channels and one layer
+#: of 64; measured only together with the factory's other settings (docs/results.md).
+DQN_GRID_SCORER = {"score_channels": 32, "score_net": [128, 128]}
+
+
 @_passes_to(lambda: GridDQN, lambda: DQN)
 def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgorithm:
     """DQN over the grid of glimpses of ``ppo_grid`` as discrete actions (:mod:`agents.grid_dqn`: a Q-network
-    that reads the map under each glimpse; ``map`` observation only), with the off-policy entries' uniform
-    warm-up and sac_search's replay: 4 updates of 64 per vector step, a 30k float16 buffer."""
+    that reads the map under each glimpse; ``map`` observation only), trained by GridDQN
+    (:mod:`agents.grid_dqn_learner`: the replayed glimpse and a coarse target grid, symmetry augmentation), with
+    the off-policy entries' uniform warm-up, sac_search's replay (4 updates of 64 per vector step, a 30k float16
+    buffer) and its learning rate and target-network speed (1e-3; a Polyak step of 0.02 every vector step), and
+    epsilon decaying to 0.05 over the first 10% of the budget. Found on the fast digits id, seed 0, 32k steps
+    (docs/results.md): SB3's DQN defaults (1e-4, a hard copy every 1,000 steps, epsilon over 25%) with the grid
+    policy's narrower scorer, the same at 3e-4, and these settings with epsilon over 25% all stayed at random's
+    level."""
     grid_env = GridActions(env)
-    policy_kwargs = _merged_policy_kwargs(grid_env.policy_kwargs(), overrides)
+    defaults = {**grid_env.policy_kwargs(), "features_extractor_kwargs": dict(DQN_GRID_SCORER)}
+    policy_kwargs = _merged_policy_kwargs(defaults, overrides)
     settings = {"replay_buffer_class": Float16ReplayBuffer, "buffer_size": 30_000, "batch_size": 64,
-                "learning_starts": 2_000, "train_freq": 1, "gradient_steps": 4, "target_update_interval": 1_000,
-                "exploration_fraction": 0.25, "exploration_final_eps": 0.05, "symmetry_augment": True, **overrides,
+                "learning_starts": 2_000, "train_freq": 1, "gradient_steps": 4, "learning_rate": 1e-3,
+                "tau": 0.02, "target_update_interval": 16, "exploration_fraction": 0.1,
+                "exploration_final_eps": 0.05, "symmetry_augment": True, **overrides,
                 "policy_kwargs": policy_kwargs}  # fmt: skip
     return GridDQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **settings)
 
