@@ -23,7 +23,15 @@ if TYPE_CHECKING:  # tasks draw their predictions with the helpers below, so the
     from adaglimpse_env.tasks import Task
 
 UNSEEN_GREY = (128, 128, 128)
-POLICY_COLOURS = ((220, 60, 40), (40, 110, 220), (30, 160, 80), (150, 70, 190), (230, 150, 20), (60, 60, 60))
+POLICY_COLOURS = (
+    (220, 60, 40),
+    (40, 110, 220),
+    (30, 160, 80),
+    (150, 70, 190),
+    (230, 150, 20),
+    (60, 60, 60),
+    (0, 170, 170),
+)
 
 
 @lru_cache(maxsize=8)

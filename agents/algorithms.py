@@ -160,12 +160,17 @@ def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgo
     that reads the map under each glimpse; ``map`` observation only), trained by GridDQN
     (:mod:`agents.grid_dqn_learner`: the replayed glimpse and a coarse target grid, symmetry augmentation), with
     the off-policy entries' uniform warm-up, sac_search's replay (4 updates of 64 per vector step, a 30k float16
-    buffer) and its learning rate and target-network speed (1e-3; a Polyak step of 0.02 every vector step), and
-    epsilon decaying to 0.05 over the first 10% of the budget. Found on the fast digits id, seed 0, 32k steps
-    (docs/results.md): SB3's DQN defaults (1e-4, a hard copy every 1,000 steps, epsilon over 25%) with the grid
-    policy's narrower scorer, the same at 3e-4, and these settings with epsilon over 25% all stayed at random's
-    level."""
+    buffer) and its learning rate and target-network speed (1e-3; a Polyak step of 0.02 every 16 env steps: every
+    vector step with 16 envs), and epsilon decaying to 0.05 over the first 10% of the budget. Found on the fast
+    digits id, seed 0, 32k steps, one run each (docs/results.md): the entry's previous settings (SB3's learning
+    rate 1e-4, a hard copy every 1,000 steps, epsilon over 25%, the grid policy's narrower scorer), the same at
+    3e-4, and these settings with epsilon over 25% stayed at random's level. An override's
+    ``features_extractor_kwargs`` are merged key by key over :data:`DQN_GRID_SCORER`."""
     grid_env = GridActions(env)
+    given = overrides.get("policy_kwargs")
+    if isinstance(given, dict):  # anything else: _merged_policy_kwargs refuses it
+        scorer = {**DQN_GRID_SCORER, **(given.get("features_extractor_kwargs") or {})}
+        overrides["policy_kwargs"] = {**given, "features_extractor_kwargs": scorer}
     defaults = {**grid_env.policy_kwargs(), "features_extractor_kwargs": dict(DQN_GRID_SCORER)}
     policy_kwargs = _merged_policy_kwargs(defaults, overrides)
     settings = {"replay_buffer_class": Float16ReplayBuffer, "buffer_size": 30_000, "batch_size": 64,

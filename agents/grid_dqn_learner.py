@@ -8,8 +8,7 @@ id, the slowest entry of the benchmark (docs/results.md). :class:`GridDQN` is th
 - the online network scores only the replayed glimpse (its value is read from the map under that glimpse alone);
 - the max of the bootstrap target runs over a coarser sub-grid of the actions (by default every other place and
   zoom level: 7 x 7 x 3 = 147 of the 845), as the critic search's target does (:mod:`agents.critic_search`); a
-  max over fewer actions can miss a peak between its points, so it is a conservative estimate of the greedy
-  policy's value, which also tempers DQN's overestimation of a max over many noisy values;
+  max over fewer actions can miss a peak between its points: it is a lower bound on the max over the full grid;
 - optionally (``symmetry_augment``), each replayed transition is seen under a random one of the square's eight
   symmetries (maps mirrored or transposed, the glimpse index moved with them: :mod:`agents.symmetry`), as the
   critic search's SAC replays.
@@ -26,6 +25,7 @@ import torch
 from stable_baselines3 import DQN
 from torch.nn import functional as F
 
+from agents.grid_dqn import GlimpseGridQNetwork
 from agents.grid_policy import GlimpseGrid, GlimpseGridExtractor
 from agents.symmetry import apply_symmetries, apply_to_actions, random_symmetries
 
@@ -33,8 +33,14 @@ from agents.symmetry import apply_symmetries, apply_to_actions, random_symmetrie
 def sub_grid_indices(grid: GlimpseGrid, positions: int, scales: int) -> torch.Tensor:
     """``(positions^2 * scales,)`` indices of the grid's candidates on a coarser grid over the same range: the
     points nearest to ``positions`` (and ``scales``) evenly spaced points of each axis's index range, ends
-    included (every other point of a 13 x 13 x 5 grid for 7 x 7 x 3); one point is the middle one, as on the
-    grid itself (:func:`agents.critic_search.glimpse_candidates`).
+    included (every other point of a 13 x 13 x 5 grid for 7 x 7 x 3); a single point is the middle one, as on
+    the grid itself (:func:`agents.critic_search.glimpse_candidates`). Sub-grids that do not divide the grid's
+    spacing evenly (4 of 13 does: 0, 4, 8, 12) take the nearest points, rounded half to even.
+
+    Args:
+        grid: the action grid.
+        positions: points per position axis of the sub-grid.
+        scales: points of its scale axis.
 
     Raises:
         ValueError: a sub-grid with more points on an axis than the grid.
@@ -51,6 +57,7 @@ def sub_grid_indices(grid: GlimpseGrid, positions: int, scales: int) -> torch.Te
 
 
 def _sub_axis(points: int, chosen: int) -> np.ndarray:
+    """``chosen`` of the indices ``0 .. points - 1``, evenly spread, ends included (one: the middle one)."""
     if chosen == 1:
         return np.array([(points - 1) // 2])
     return np.unique(np.round(np.linspace(0, points - 1, chosen)).astype(np.int64))
@@ -91,6 +98,7 @@ class GridDQN(DQN):
         ValueError: a policy whose Q-network is not a glimpse grid's, or a target grid larger than the grid.
     """
 
+    # (*args, **kwargs) hides DQN's signature: agents.algorithms checks overrides against both GridDQN and DQN.
     def __init__(
         self,
         *args: Any,
@@ -107,10 +115,11 @@ class GridDQN(DQN):
     def _setup_model(self) -> None:
         super()._setup_model()
         extractor = self.q_net.features_extractor
-        if not isinstance(extractor, GlimpseGridExtractor):
+        # The extractor's candidate scores are the Q-values only under GlimpseGridQNetwork (no head after them).
+        if not isinstance(self.q_net, GlimpseGridQNetwork) or not isinstance(extractor, GlimpseGridExtractor):
             raise ValueError(
                 f"GridDQN trains a GlimpseGridQPolicy (agents.grid_dqn), got a {type(self.policy).__name__} "
-                f"whose Q-network reads {type(extractor).__name__}"
+                f"whose Q-network is a {type(self.q_net).__name__} over {type(extractor).__name__}"
             )
         grid = extractor.grid
         positions = (grid.positions + 1) // 2 if self.target_positions is None else self.target_positions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,13 +11,14 @@ import torch
 from gymnasium import spaces
 from map_env import tiny_map_env
 from stable_baselines3 import DQN
+from stable_baselines3.common.logger import configure
 
 from agents.critic_search import glimpse_candidates, scale_axis
 from agents.grid_dqn import GlimpseGridQPolicy, GridActions
 from agents.grid_dqn_learner import GridDQN, sub_grid_indices, symmetry_permutations
 from agents.grid_policy import GlimpseGrid, GlimpseGridExtractor
 from agents.map_critic import GlimpseGeometry
-from agents.symmetry import apply_to_actions
+from agents.symmetry import apply_symmetries, apply_to_actions
 
 GEOMETRY = GlimpseGeometry(image_size=(224, 224), min_crop=32.0, max_crop=224.0)
 
@@ -93,7 +95,13 @@ def test_a_saved_grid_dqn_loads_as_sb3_dqn_and_acts_the_same(
     model.save(tmp_path / "grid_dqn.zip")
     from agents.sb3_files import load_sb3, read_sb3_data
 
-    assert read_sb3_data(tmp_path / "grid_dqn.zip")["target_positions"] == 2
+    data = read_sb3_data(tmp_path / "grid_dqn.zip")
+    assert data["target_positions"] == 2 and not {"_permutations", "_target_indices"} & set(data)
+    reloaded = GridDQN.load(tmp_path / "grid_dqn.zip", env=env, device="cpu")
+    assert reloaded._target_indices.tolist() == sub_grid_indices(GlimpseGrid(positions=3, scales=2), 2, 1).tolist()
+    reloaded.set_logger(configure(None, []))
+    reloaded.replay_buffer = model.replay_buffer  # the zip holds no buffer
+    reloaded.train(1, 8)  # the rebuilt tables serve an update
     loaded = load_sb3(DQN, tmp_path / "grid_dqn.zip", env.observation_space, env.action_space)  # no unpickling
     observation = env.reset()
     np.testing.assert_array_equal(
@@ -124,4 +132,51 @@ def test_the_benchmark_entry_is_grid_dqn_with_the_settings_of_its_table(
     assert isinstance(extractor, GlimpseGridExtractor) and extractor.grid == GlimpseGrid()
     assert extractor.score_features.out_channels == 32
     assert [layer.out_features for layer in extractor.score if isinstance(layer, torch.nn.Linear)] == [128, 128, 1]
+    # An override of one extractor setting keeps the others' defaults.
+    override = {"features_extractor_kwargs": {"summary_dim": 32}}
+    narrower = build_algorithm("dqn_grid", env, 0, "cpu", {"buffer_size": 64, "policy_kwargs": override})
+    narrower_extractor = narrower.q_net.features_extractor  # type: ignore[attr-defined]
+    assert narrower_extractor.summary_dim == 32 and narrower_extractor.score_features.out_channels == 32
+    # A Q-network whose values are not the scorer's outputs is refused.
+    extractor_kwargs = {"glimpse_geometry": GEOMETRY.__dict__, "grid": GlimpseGrid().to_dict()}
+    policy_kwargs = {"features_extractor_class": GlimpseGridExtractor, "features_extractor_kwargs": extractor_kwargs}
+    with pytest.raises(ValueError, match="GridDQN trains a GlimpseGridQPolicy"):
+        GridDQN("MlpPolicy", GridActions(env), buffer_size=64, policy_kwargs=policy_kwargs, device="cpu")
+    env.close()
+
+
+def test_the_augmented_update_is_the_plain_update_on_the_moved_batch(
+    tiny_folder: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every transition drawn under one symmetry (here a transpose and a mirror of x), GridDQN's update
+    equals the unaugmented update on the batch whose maps were moved by hand and whose indices were permuted."""
+    import agents.grid_dqn_learner as learner
+
+    env = GridActions(tiny_map_env(tiny_folder, tiny_checkpoint), GlimpseGrid(positions=3, scales=2))
+    settings = {"learning_starts": 16, "buffer_size": 64, "batch_size": 8, "learning_rate": 1e-2,
+                "policy_kwargs": env.policy_kwargs(), "seed": 0, "device": "cpu"}  # fmt: skip
+    augmented = GridDQN(GlimpseGridQPolicy, env, symmetry_augment=True, **settings)
+    augmented.learn(16)  # fills the buffer; no update yet
+    assert augmented._n_updates == 0
+    plain = GridDQN(GlimpseGridQPolicy, env, symmetry_augment=False, **settings)
+    plain.policy.load_state_dict(augmented.policy.state_dict())
+    plain.set_logger(configure(None, []))
+    batch = augmented.replay_buffer.sample(8)
+    draw = torch.tensor([True, True, False])  # transpose, mirror x: code 4 + 2
+    monkeypatch.setattr(learner, "random_symmetries", lambda size, square, device: draw.expand(size, -1).clone())
+    moved_indices = symmetry_permutations(torch.as_tensor(env.candidates))[6][batch.actions.long()[:, 0]]
+    assert not torch.equal(moved_indices, batch.actions.long()[:, 0])  # the draw moves some glimpses
+    moved = batch._replace(
+        observations=apply_symmetries(batch.observations, draw.expand(8, -1)),
+        next_observations=apply_symmetries(batch.next_observations, draw.expand(8, -1)),
+        actions=moved_indices.reshape(-1, 1).to(batch.actions.dtype),
+    )
+    monkeypatch.setattr(augmented.replay_buffer, "sample", lambda *args, **kwargs: batch)
+    plain.replay_buffer = SimpleNamespace(sample=lambda *args, **kwargs: moved)  # type: ignore[assignment]
+    before = [parameter.detach().clone() for parameter in plain.policy.parameters()]
+    augmented.train(1, 8)
+    plain.train(1, 8)
+    for ours, theirs in zip(augmented.policy.parameters(), plain.policy.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs)
+    assert any(not torch.equal(old, new) for old, new in zip(before, plain.policy.parameters(), strict=True))
     env.close()
