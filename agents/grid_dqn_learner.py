@@ -35,7 +35,8 @@ def sub_grid_indices(grid: GlimpseGrid, positions: int, scales: int) -> torch.Te
     points nearest to ``positions`` (and ``scales``) evenly spaced points of each axis's index range, ends
     included (every other point of a 13 x 13 x 5 grid for 7 x 7 x 3); a single point is the middle one, as on
     the grid itself (:func:`agents.critic_search.glimpse_candidates`). Sub-grids that do not divide the grid's
-    spacing evenly (4 of 13 does: 0, 4, 8, 12) take the nearest points, rounded half to even.
+    spacing evenly take the nearest points, rounded half to even (4 of 13 divide it: 0, 4, 8, 12; 3 of 4 do
+    not: 0, 2, 3).
 
     Args:
         grid: the action grid.
