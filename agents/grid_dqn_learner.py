@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from agents.grid_dqn import GlimpseGridQNetwork
 from agents.grid_policy import GlimpseGrid, GlimpseGridExtractor
-from agents.symmetry import apply_symmetries, apply_to_actions, random_symmetries
+from agents.symmetry import all_symmetries, apply_symmetries, apply_to_actions, random_symmetries, symmetry_codes
 
 
 def sub_grid_indices(grid: GlimpseGrid, positions: int, scales: int) -> torch.Tensor:
@@ -65,17 +65,15 @@ def _sub_axis(points: int, chosen: int) -> np.ndarray:
 
 
 def symmetry_permutations(candidates: torch.Tensor) -> torch.Tensor:
-    """``(8, K)``: for each symmetry code ``4 transpose + 2 mirror_x + mirror_y``, the index of the candidate that
+    """``(8, K)``: for each symmetry code (:func:`agents.symmetry.symmetry_codes`), the index of the candidate that
     candidate ``k`` becomes (:func:`agents.symmetry.apply_to_actions`; the grid is symmetric, so it is one of
     them).
 
     Args:
         candidates: ``(K, 3)`` the grid's actions.
     """
-    codes = torch.arange(8)
-    draws = torch.stack((codes // 4 == 1, codes // 2 % 2 == 1, codes % 2 == 1), dim=1)  # (8, 3)
     table = []
-    for draw in draws:
+    for draw in all_symmetries():
         moved = apply_to_actions(candidates, draw.expand(len(candidates), -1))
         table.append(torch.cdist(moved.double(), candidates.double()).argmin(dim=1))
     return torch.stack(table)
@@ -127,8 +125,6 @@ class GridDQN(DQN):
         scales = (grid.scales + 1) // 2 if self.target_scales is None else self.target_scales
         self._target_indices = sub_grid_indices(grid, positions, scales).to(self.device)
         self._permutations = symmetry_permutations(extractor.candidates.cpu()).to(self.device)
-        height, width = extractor.geometry.image_size
-        self._square_image = height == width
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's ``DQN.train`` with the online values of the replayed glimpses only, the target's max over the
@@ -145,12 +141,12 @@ class GridDQN(DQN):
             observations, next_observations = replay_data.observations, replay_data.next_observations
             indices = replay_data.actions.long().reshape(-1, 1)  # (B, 1)
             if self.symmetry_augment:
-                square = self._square_image and observations.shape[-1] == observations.shape[-2]
+                height, width = online.geometry.image_size
+                square = height == width and observations.shape[-1] == observations.shape[-2]
                 draws = random_symmetries(len(indices), square, observations.device)
                 observations = apply_symmetries(observations, draws)
                 next_observations = apply_symmetries(next_observations, draws)
-                codes = draws[:, 0].long() * 4 + draws[:, 1].long() * 2 + draws[:, 2].long()
-                indices = self._permutations[codes, indices[:, 0]].reshape(-1, 1)
+                indices = self._permutations[symmetry_codes(draws), indices[:, 0]].reshape(-1, 1)
             with torch.no_grad():
                 next_values = target.candidate_scores(next_observations, self._target_indices).amax(dim=1)
                 target_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_values[:, None]
@@ -167,4 +163,4 @@ class GridDQN(DQN):
 
     def _excluded_save_params(self) -> list[str]:
         # Rebuilt from the policy on load (_setup_model); tensors would be pickled into the zip's data.
-        return [*super()._excluded_save_params(), "_target_indices", "_permutations", "_square_image"]
+        return [*super()._excluded_save_params(), "_target_indices", "_permutations"]

@@ -31,6 +31,19 @@ def random_symmetries(batch_size: int, square: bool, device: torch.device) -> to
     return draws
 
 
+def symmetry_codes(symmetries: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` int64 code of each draw of :func:`random_symmetries`: ``4 transpose + 2 mirror_x + mirror_y``, in
+    ``[0, 8)`` (the row of :func:`all_symmetries` that holds it)."""
+    return symmetries[:, 0].long() * 4 + symmetries[:, 1].long() * 2 + symmetries[:, 2].long()
+
+
+def all_symmetries() -> torch.Tensor:
+    """``(8, 3)`` bool: the eight draws (transpose, mirror x, mirror y), row ``c`` the one of code ``c``
+    (:func:`symmetry_codes`)."""
+    codes = torch.arange(8)
+    return torch.stack((codes // 4 == 1, codes // 2 % 2 == 1, codes % 2 == 1), dim=1)
+
+
 def apply_symmetries(maps: torch.Tensor, symmetries: torch.Tensor) -> torch.Tensor:
     """Each map transformed by its symmetry: transpose first, then mirror ``x`` (columns), then ``y`` (rows).
 

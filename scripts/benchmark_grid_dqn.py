@@ -23,11 +23,11 @@ import os
 import platform
 import statistics
 import sys
-import time
 from typing import Any
 
 import numpy as np
 import torch
+from benchmark_sac import updates_per_second  # a sibling script (scripts/ is on the path when run)
 from stable_baselines3 import DQN
 from stable_baselines3.common.logger import configure
 
@@ -39,17 +39,6 @@ from agents.sb3_adapter import make_sb3_vec_env
 
 #: The timed updates, in the order of each block.
 UPDATES = ("SB3 DQN.train", "GridDQN, no augmentation", "GridDQN (dqn_grid)")
-
-
-def updates_per_second(model: DQN, train: Any, updates: int, batch_size: int) -> float:
-    """Updates/s of ``train(model, gradient_steps=updates, batch_size=batch_size)``."""
-    if model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
-    start = time.perf_counter()
-    train(model, gradient_steps=updates, batch_size=batch_size)
-    if model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
-    return updates / (time.perf_counter() - start)
 
 
 def measure(args: argparse.Namespace, threads: int) -> dict[str, Any]:

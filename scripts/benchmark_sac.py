@@ -49,6 +49,7 @@ import torch
 import yaml
 from stable_baselines3 import SAC
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 import adaglimpse_env  # noqa: F401  (registers the ids)
 from agents.critic_search import CriticSearch
@@ -61,8 +62,9 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "sac"
 ISSUE_README_RUN, DEFAULT_README_RUN = CONFIGS / "embedded.yaml", CONFIGS / "digits.yaml"
 
 
-def updates_per_second(model: GlimpseSAC, train: Any, updates: int, batch_size: int) -> float:
-    """Updates/s of ``train(model, gradient_steps=updates)`` (``SAC.train`` or ``GlimpseSAC.train``)."""
+def updates_per_second(model: OffPolicyAlgorithm, train: Any, updates: int, batch_size: int) -> float:
+    """Updates/s of ``train(model, gradient_steps=updates, batch_size=batch_size)`` (e.g. ``SAC.train`` or
+    ``GlimpseSAC.train``; benchmark_grid_dqn.py times ``DQN.train`` and ``GridDQN.train`` with it)."""
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
     start = time.perf_counter()

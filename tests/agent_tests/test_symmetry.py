@@ -14,9 +14,22 @@ from map_env import tiny_map_env
 from adaglimpse_env.envs.glimpse_map import GlimpseMap
 from adaglimpse_env.glimpse import action_to_unit, extract_glimpses
 from agents.map_critic import GlimpseGeometry, sample_under_glimpses
-from agents.symmetry import apply_symmetries, apply_to_actions, random_symmetries
+from agents.symmetry import (
+    all_symmetries,
+    apply_symmetries,
+    apply_to_actions,
+    random_symmetries,
+    symmetry_codes,
+)
 
 ALL_EIGHT = torch.tensor([[t, x, y] for t in (0, 1) for x in (0, 1) for y in (0, 1)], dtype=torch.bool)
+
+
+def test_a_symmetry_code_is_the_row_of_its_draw() -> None:
+    torch.testing.assert_close(all_symmetries(), ALL_EIGHT)  # code c = 4 transpose + 2 mirror_x + mirror_y
+    assert symmetry_codes(ALL_EIGHT).tolist() == list(range(8))
+    drawn = random_symmetries(64, True, torch.device("cpu"))
+    torch.testing.assert_close(all_symmetries()[symmetry_codes(drawn)], drawn)
 
 
 def test_the_eight_symmetries_are_distinct_and_keep_every_value() -> None:
