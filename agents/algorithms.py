@@ -28,7 +28,7 @@ from agents.grid_dqn import GlimpseGridQPolicy, GridActions
 from agents.grid_dqn_learner import GridDQN
 from agents.grid_policy import GlimpseGridPolicy
 from agents.map_critic import glimpse_geometry_of
-from agents.replay import Float16ReplayBuffer
+from agents.replay import Float16ReplayBuffer, float16_n_step_settings
 from agents.sac import make_sac
 from agents.trunks import policy_setup
 
@@ -78,7 +78,7 @@ def _off_policy(algorithm: type[OffPolicyAlgorithm], **kwargs: Any) -> Factory:
         setup = policy_setup(env.observation_space)
         settings = {"policy_kwargs": setup.policy_kwargs, "replay_buffer_class": setup.replay_buffer_class,
                     "buffer_size": 10_000, "batch_size": 128, **kwargs, **overrides}  # fmt: skip
-        return algorithm(setup.policy, env, seed=seed, device=device, **settings)
+        return algorithm(setup.policy, env, seed=seed, device=device, **float16_n_step_settings(settings))
 
     return build
 
@@ -178,7 +178,7 @@ def _dqn_grid(env: VecEnv, seed: int, device: str, **overrides: Any) -> BaseAlgo
                 "tau": 0.02, "target_update_interval": 16, "exploration_fraction": 0.1,
                 "exploration_final_eps": 0.05, "symmetry_augment": True, **overrides,
                 "policy_kwargs": policy_kwargs}  # fmt: skip
-    return GridDQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **settings)
+    return GridDQN(GlimpseGridQPolicy, grid_env, seed=seed, device=device, **float16_n_step_settings(settings))
 
 
 #: name -> factory(env, seed, device, **overrides); what each entry is: the module docstring.

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
+from stable_baselines3.common.buffers import DictReplayBuffer, NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -53,21 +53,63 @@ class Float16DictReplayBuffer(DictReplayBuffer):
         )
 
 
+def _store_box_observations_in_float16(buffer: ReplayBuffer) -> None:
+    # np.zeros pages are not touched yet, so replacing the float32 arrays costs nothing.
+    buffer.observations = np.zeros(buffer.observations.shape, dtype=np.float16)
+    if not buffer.optimize_memory_usage:
+        buffer.next_observations = np.zeros(buffer.next_observations.shape, dtype=np.float16)
+
+
+def _as_float32(samples: ReplayBufferSamples) -> ReplayBufferSamples:
+    return samples._replace(
+        observations=samples.observations.float(), next_observations=samples.next_observations.float()
+    )
+
+
+# Each buffer class defines its own __init__: the pickle-free loader (agents/sb3_files.py) names a zip's buffer
+# class by the qualified name in the readable copy of its __init__.
 class Float16ReplayBuffer(ReplayBuffer):
     """:class:`~stable_baselines3.common.buffers.ReplayBuffer` with float16 observation storage, for ``Box``
     observations such as the ``map`` preset (values O(1): pixels, detail, budget share). Samples are float32."""
 
     def __init__(self, buffer_size: int, observation_space: spaces.Space, *args: Any, **kwargs: Any) -> None:
         super().__init__(buffer_size, observation_space, *args, **kwargs)
-        self.observations = np.zeros(self.observations.shape, dtype=np.float16)
-        if not self.optimize_memory_usage:
-            self.next_observations = np.zeros(self.next_observations.shape, dtype=np.float16)
+        _store_box_observations_in_float16(self)
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
-        samples = super()._get_samples(batch_inds, env)
-        return samples._replace(
-            observations=samples.observations.float(), next_observations=samples.next_observations.float()
-        )
+        return _as_float32(super()._get_samples(batch_inds, env))
+
+
+class Float16NStepReplayBuffer(NStepReplayBuffer):
+    """:class:`~stable_baselines3.common.buffers.NStepReplayBuffer` (n-step returns, SB3's ``n_steps``) with the
+    float16 storage of :class:`Float16ReplayBuffer`. SB3 builds its own n-step buffer only when no
+    ``replay_buffer_class`` is given, so the float16 presets switch to this one through
+    :func:`float16_n_step_settings`."""
+
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, *args: Any, **kwargs: Any) -> None:
+        super().__init__(buffer_size, observation_space, *args, **kwargs)
+        _store_box_observations_in_float16(self)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        return _as_float32(super()._get_samples(batch_inds, env))
+
+
+def float16_n_step_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """An off-policy algorithm's constructor ``settings`` with SB3's ``n_steps`` honoured by the float16 buffer.
+
+    SB3 ignores ``n_steps`` (with a warning) when a ``replay_buffer_class`` is given, which the ``map`` preset
+    always does. Where ``settings`` ask for ``n_steps > 1`` with :class:`Float16ReplayBuffer`, this returns them
+    with :class:`Float16NStepReplayBuffer`, its ``n_steps`` and ``gamma`` (SB3's 0.99 unless given) in
+    ``replay_buffer_kwargs``, and ``n_steps`` taken out of the algorithm's own arguments (the buffer computes the
+    returns). Anything else comes back unchanged, SB3's own handling included.
+    """
+    n_steps = settings.get("n_steps", 1)
+    if n_steps <= 1 or settings.get("replay_buffer_class") is not Float16ReplayBuffer:
+        return settings
+    given = dict(settings.get("replay_buffer_kwargs") or {})
+    buffer_kwargs = {"n_steps": n_steps, "gamma": settings.get("gamma", 0.99), **given}
+    rest = {key: value for key, value in settings.items() if key != "n_steps"}
+    return {**rest, "replay_buffer_class": Float16NStepReplayBuffer, "replay_buffer_kwargs": buffer_kwargs}
 
 
 def replay_buffer_bytes(

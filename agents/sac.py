@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.critic_search import CriticSearch
 from agents.map_critic import GlimpseMapCritic, MapSACPolicy, glimpse_geometry_of, where_map_loss
+from agents.replay import float16_n_step_settings
 from agents.symmetry import apply_symmetries, apply_to_actions, random_symmetries
 from agents.trunks import policy_setup
 
@@ -313,6 +314,7 @@ def make_sac(
     # On the map, SAC's actor takes its position from a heat map over the map (agents.map_features.SpatialActor)
     # and its critic reads the map under the glimpse (agents.map_critic.GlimpseMapCritic).
     policy: Any = MapSACPolicy if setup.policy == "CnnPolicy" else setup.policy
+    settings = float16_n_step_settings(settings)
     return GlimpseSAC(
         policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **settings
     )
