@@ -159,9 +159,7 @@ class CriticSearch:
 
     def probabilities(self, values: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` values -> ``(B, K)`` the policy's probabilities over the candidates."""
-        spread = values.std(dim=1, keepdim=True).clamp_min(1e-6) if values.shape[1] > 1 else torch.ones_like(values)
-        boltzmann = ((values - values.mean(dim=1, keepdim=True)) / spread * self.sharpness).softmax(dim=1)
-        return (1.0 - self.explore) * boltzmann + self.explore / values.shape[1]
+        return standardised_boltzmann(values, self.sharpness, self.explore)
 
     @torch.no_grad()
     def next_state_value(self, critic: GlimpseMapCritic, next_observations: torch.Tensor) -> torch.Tensor:
@@ -175,6 +173,24 @@ class CriticSearch:
         candidates = glimpse_candidates(self.target_positions, self.target_scales, _parameter(critic), scales)
         values = candidate_values(critic, critic.state_features(next_observations), candidates)
         return (self.probabilities(values) * values).sum(dim=1, keepdim=True)
+
+
+def standardised_boltzmann(values: torch.Tensor, sharpness: float, explore: float) -> torch.Tensor:
+    """``softmax(sharpness * (Q - mean) / std)`` over each row of candidate values, mixed with a uniform share
+    ``explore``: the critic search's policy, and GridDQN's Boltzmann exploration (agents.grid_dqn_learner).
+    Standardising per state keeps the policy as greedy early, when values differ by thousandths, as late.
+
+    Args:
+        values: ``(B, K)`` the candidates' values.
+        sharpness: inverse temperature, in standard deviations of a row's values (0: uniform).
+        explore: the uniform share, in ``[0, 1]``.
+
+    Returns:
+        ``(B, K)`` probabilities (rows sum to 1).
+    """
+    spread = values.std(dim=1, keepdim=True).clamp_min(1e-6) if values.shape[1] > 1 else torch.ones_like(values)
+    boltzmann = ((values - values.mean(dim=1, keepdim=True)) / spread * sharpness).softmax(dim=1)
+    return (1.0 - explore) * boltzmann + explore / values.shape[1]
 
 
 def scale_axis(geometry: GlimpseGeometry, points: int, spacing: str, like: torch.Tensor) -> torch.Tensor:

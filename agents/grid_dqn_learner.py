@@ -13,7 +13,11 @@ id, the slowest entry of the benchmark (docs/results.md). :class:`GridDQN` is th
   symmetries (maps mirrored or transposed, the glimpse index moved with them: :mod:`agents.symmetry`), as the
   critic search's SAC replays.
 
-Acting, the policy, exploration and what is saved are SB3's DQN's: a saved ``GridDQN`` loads with ``DQN.load``.
+Acting, the policy and what is saved are SB3's DQN's: a saved ``GridDQN`` loads with ``DQN.load``. Exploration is
+SB3's epsilon-greedy unless ``boltzmann_sharpness`` is given: then an exploring action is drawn from a softmax of
+the state's Q-values over the grid, standardised per state as the critic search's policy is
+(:func:`agents.critic_search.standardised_boltzmann`), with SB3's decaying exploration rate as its uniform share
+(Boltzmann exploration, Sutton & Barto 2018, section 13.2; over 845 glimpses most uniform draws are useless).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from stable_baselines3 import DQN
 from torch.nn import functional as F
 
+from agents.critic_search import standardised_boltzmann
 from agents.grid_dqn import GlimpseGridQNetwork
 from agents.grid_policy import GlimpseGrid, GlimpseGridExtractor
 from agents.symmetry import all_symmetries, apply_symmetries, apply_to_actions, random_symmetries, symmetry_codes
@@ -91,6 +96,9 @@ class GridDQN(DQN):
         symmetry_augment: replay each transition under a random symmetry of the square; for tasks whose content
             can be anywhere (find-and-zoom: the benchmark's ``dqn_grid`` turns it on), not where a place is
             special (a target always in one corner: mirroring would teach that every corner pays).
+        boltzmann_sharpness: None: SB3's epsilon-greedy exploration; a number: exploring actions are drawn from
+            the standardised softmax of the Q-values with this inverse temperature (in standard deviations of a
+            state's values; the critic search uses 6), mixed with the exploration rate as a uniform share.
         **kwargs: SB3's ``DQN`` keyword arguments.
 
     Raises:
@@ -104,11 +112,15 @@ class GridDQN(DQN):
         target_positions: int | None = None,
         target_scales: int | None = None,
         symmetry_augment: bool = False,
+        boltzmann_sharpness: float | None = None,
         **kwargs: Any,
     ) -> None:
+        if boltzmann_sharpness is not None and not boltzmann_sharpness >= 0.0:
+            raise ValueError(f"boltzmann_sharpness must be None or >= 0 (0: uniform), got {boltzmann_sharpness!r}")
         self.target_positions = target_positions
         self.target_scales = target_scales
         self.symmetry_augment = symmetry_augment
+        self.boltzmann_sharpness = boltzmann_sharpness
         super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -125,6 +137,25 @@ class GridDQN(DQN):
         scales = (grid.scales + 1) // 2 if self.target_scales is None else self.target_scales
         self._target_indices = sub_grid_indices(grid, positions, scales).to(self.device)
         self._permutations = symmetry_permutations(extractor.candidates.cpu()).to(self.device)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``DQN.predict``, except that with ``boltzmann_sharpness`` an exploring action is drawn per env
+        from :func:`~agents.critic_search.standardised_boltzmann` of its Q-values (uniform share: the
+        exploration rate) instead of SB3's whole batch being uniform with the exploration rate's chance."""
+        if deterministic or self.boltzmann_sharpness is None:
+            return super().predict(observation, state, episode_start, deterministic)
+        tensor, vectorized = self.policy.obs_to_tensor(observation)
+        with torch.no_grad():
+            values = self.q_net(tensor)  # (B, K)
+            probabilities = standardised_boltzmann(values, self.boltzmann_sharpness, self.exploration_rate)
+            actions = torch.multinomial(probabilities, 1)[:, 0].cpu().numpy()
+        return (actions if vectorized else actions[0]), state
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's ``DQN.train`` with the online values of the replayed glimpses only, the target's max over the
