@@ -14,10 +14,11 @@ id, the slowest entry of the benchmark (docs/results.md). :class:`GridDQN` is th
   critic search's SAC replays.
 
 Acting, the policy and what is saved are SB3's DQN's: a saved ``GridDQN`` loads with ``DQN.load``. Exploration is
-SB3's epsilon-greedy unless ``boltzmann_sharpness`` is given: then an exploring action is drawn from a softmax of
-the state's Q-values over the grid, standardised per state as the critic search's policy is
-(:func:`agents.critic_search.standardised_boltzmann`), with SB3's decaying exploration rate as its uniform share
-(Boltzmann exploration, Sutton & Barto 2018, section 13.2; over 845 glimpses most uniform draws are useless).
+SB3's epsilon-greedy unless ``boltzmann_sharpness`` is given: then every non-deterministic action is drawn per env
+from a softmax of the state's Q-values over the grid, standardised per state as the critic search's policy is
+(:func:`agents.critic_search.standardised_boltzmann`), mixed with SB3's decaying exploration rate as a uniform
+share (Boltzmann exploration, Sutton & Barto 2018, section 13.2; over 845 glimpses most uniform draws are
+useless). As the sharpness grows this becomes epsilon-greedy per env.
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ class GridDQN(DQN):
         symmetry_augment: replay each transition under a random symmetry of the square; for tasks whose content
             can be anywhere (find-and-zoom: the benchmark's ``dqn_grid`` turns it on), not where a place is
             special (a target always in one corner: mirroring would teach that every corner pays).
-        boltzmann_sharpness: None: SB3's epsilon-greedy exploration; a number: exploring actions are drawn from
-            the standardised softmax of the Q-values with this inverse temperature (in standard deviations of a
-            state's values; the critic search uses 6), mixed with the exploration rate as a uniform share.
+        boltzmann_sharpness: None: SB3's epsilon-greedy exploration; a number: non-deterministic actions are
+            drawn from the standardised softmax of the Q-values with this inverse temperature (in standard
+            deviations of a state's values; the critic search uses 6), mixed with the exploration rate as a
+            uniform share (``exploration_final_eps``' defaults were chosen for epsilon-greedy).
         **kwargs: SB3's ``DQN`` keyword arguments.
 
     Raises:
@@ -145,17 +147,28 @@ class GridDQN(DQN):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """SB3's ``DQN.predict``, except that with ``boltzmann_sharpness`` an exploring action is drawn per env
-        from :func:`~agents.critic_search.standardised_boltzmann` of its Q-values (uniform share: the
-        exploration rate) instead of SB3's whole batch being uniform with the exploration rate's chance."""
+        """SB3's ``DQN.predict``, except that with ``boltzmann_sharpness`` a non-deterministic action is drawn per
+        env from :func:`~agents.critic_search.standardised_boltzmann` of its Q-values (uniform share: the
+        exploration rate) instead of SB3's whole batch being uniform with the exploration rate's chance.
+
+        Args:
+            observation: ``(n_envs, C, M, M)`` maps, or one ``(C, M, M)``.
+            state: passed through (the policy is not recurrent).
+            episode_start: unused, as in SB3's DQN.
+            deterministic: the greedy action (SB3's argmax).
+
+        Returns:
+            ``(n_envs,)`` grid indices (a 0-d array for one observation), and ``state``.
+        """
         if deterministic or self.boltzmann_sharpness is None:
             return super().predict(observation, state, episode_start, deterministic)
+        self.policy.set_training_mode(False)
         tensor, vectorized = self.policy.obs_to_tensor(observation)
         with torch.no_grad():
             values = self.q_net(tensor)  # (B, K)
             probabilities = standardised_boltzmann(values, self.boltzmann_sharpness, self.exploration_rate)
             actions = torch.multinomial(probabilities, 1)[:, 0].cpu().numpy()
-        return (actions if vectorized else actions[0]), state
+        return (actions if vectorized else actions.reshape(())), state
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """SB3's ``DQN.train`` with the online values of the replayed glimpses only, the target's max over the

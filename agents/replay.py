@@ -1,4 +1,5 @@
-"""A dict replay buffer that stores observations in float16: half the memory of SB3's, same API.
+"""Replay buffers that store observations in float16: half the memory of SB3's, same API (dict observations,
+``Box`` observations such as the ``map`` preset, and the latter with SB3's n-step returns).
 
 One observation of the paper's agent state holds the latents and every 16x16 patch (about 46k values for the
 tiny model, 87k for ViT-B with 14 glimpses), and SB3 keeps ``obs`` and ``next_obs`` apart, so the paper's
@@ -98,18 +99,35 @@ def float16_n_step_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """An off-policy algorithm's constructor ``settings`` with SB3's ``n_steps`` honoured by the float16 buffer.
 
     SB3 ignores ``n_steps`` (with a warning) when a ``replay_buffer_class`` is given, which the ``map`` preset
-    always does. Where ``settings`` ask for ``n_steps > 1`` with :class:`Float16ReplayBuffer`, this returns them
-    with :class:`Float16NStepReplayBuffer`, its ``n_steps`` and ``gamma`` (SB3's 0.99 unless given) in
-    ``replay_buffer_kwargs``, and ``n_steps`` taken out of the algorithm's own arguments (the buffer computes the
-    returns). Anything else comes back unchanged, SB3's own handling included.
+    always does. Where ``settings`` ask for ``n_steps > 1`` with :class:`Float16ReplayBuffer`, this switches to
+    :class:`Float16NStepReplayBuffer`. The dict presets (``full``, ``latent``) are left to SB3, which has no dict
+    n-step buffer and drops ``n_steps`` with its warning.
+
+    Args:
+        settings: keyword arguments for an SB3 off-policy algorithm.
+
+    Returns:
+        ``settings`` unchanged, or with the n-step buffer, its ``n_steps`` and ``gamma`` (0.99 unless given: SB3's
+        default for all its off-policy algorithms) in ``replay_buffer_kwargs``, and ``n_steps`` taken out of the
+        algorithm's own arguments: the buffer computes the returns, so a saved model's ``n_steps`` reads 1 and
+        its ``replay_buffer_kwargs`` hold the real value.
+
+    Raises:
+        ValueError: ``replay_buffer_kwargs`` that give another ``n_steps`` or ``gamma`` than the settings.
     """
     n_steps = settings.get("n_steps", 1)
     if n_steps <= 1 or settings.get("replay_buffer_class") is not Float16ReplayBuffer:
         return settings
+    buffer_kwargs = {"n_steps": n_steps, "gamma": settings.get("gamma", 0.99)}
     given = dict(settings.get("replay_buffer_kwargs") or {})
-    buffer_kwargs = {"n_steps": n_steps, "gamma": settings.get("gamma", 0.99), **given}
+    for key, value in buffer_kwargs.items():
+        if key in given and given[key] != value:
+            raise ValueError(
+                f"n-step returns: replay_buffer_kwargs give {key}={given[key]!r} but the algorithm's {key} is "
+                f"{value!r}; give {key} once, as the algorithm's argument"
+            )
     rest = {key: value for key, value in settings.items() if key != "n_steps"}
-    return {**rest, "replay_buffer_class": Float16NStepReplayBuffer, "replay_buffer_kwargs": buffer_kwargs}
+    return {**rest, "replay_buffer_class": Float16NStepReplayBuffer, "replay_buffer_kwargs": {**given, **buffer_kwargs}}
 
 
 def replay_buffer_bytes(

@@ -176,7 +176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--algorithm-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
         help="constructor arguments replacing the algorithms' own (e.g. learning_rate=0.001 n_steps=32); they go "
-        "to every algorithm of the run",
+        "to every algorithm of the run, so n_steps is PPO's rollout length and, for the off-policy entries, the "
+        "length of their n-step returns",
     )  # fmt: skip
     parser.add_argument("--baselines", nargs="*", default=["random", "raster"], choices=sorted(BASELINES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

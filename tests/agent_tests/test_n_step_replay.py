@@ -35,6 +35,7 @@ def _filled(buffer_class: type, n_envs: int = 2) -> NStepReplayBuffer:
 def test_float16_n_step_samples_are_sb3s_n_step_samples() -> None:
     ours, sb3 = _filled(Float16NStepReplayBuffer), _filled(NStepReplayBuffer)
     assert ours.observations.dtype == np.float16 and ours.observations.nbytes * 2 == sb3.observations.nbytes
+    assert ours.next_observations.dtype == np.float16
     indices = np.arange(11)
     np.random.seed(1)  # the env column of each sample is drawn from NumPy's global generator
     mine = ours._get_samples(indices)
@@ -61,6 +62,10 @@ def test_settings_switch_the_float16_buffer_to_n_step_returns_only_when_asked() 
     }
     defaults = float16_n_step_settings({"replay_buffer_class": Float16ReplayBuffer, "n_steps": 5})
     assert defaults["replay_buffer_kwargs"] == {"n_steps": 5, "gamma": 0.99}  # SB3's gamma
+    with pytest.raises(ValueError, match="replay_buffer_kwargs give n_steps=2 but the algorithm's n_steps is 3"):
+        float16_n_step_settings(
+            {"replay_buffer_class": Float16ReplayBuffer, "n_steps": 3, "replay_buffer_kwargs": {"n_steps": 2}}
+        )
 
 
 @pytest.mark.parametrize("name", ["dqn_grid", "sac_search"])
@@ -79,9 +84,10 @@ def test_benchmark_entries_on_the_map_train_with_n_step_returns(
         model = build_algorithm(name, env, 0, "cpu", overrides)
     assert isinstance(model.replay_buffer, Float16NStepReplayBuffer) and model.replay_buffer.n_steps == 3
     model.learn(12)
-    assert model.num_timesteps >= 12
+    assert model.num_timesteps >= 12 and model._n_updates > 0  # trained on n-step batches
     model.save(tmp_path / "model.zip")
     assert read_sb3_data(tmp_path / "model.zip")["replay_buffer_kwargs"]["n_steps"] == 3  # the zip says so
     algorithm = DQN if name == "dqn_grid" else SAC  # and loads without unpickling (the buffer class is allowed)
-    load_sb3(algorithm, tmp_path / "model.zip", model.observation_space, model.action_space)
+    loaded = load_sb3(algorithm, tmp_path / "model.zip", model.observation_space, model.action_space)
+    assert loaded.replay_buffer_class is Float16NStepReplayBuffer and loaded.replay_buffer_kwargs["n_steps"] == 3
     env.close()
