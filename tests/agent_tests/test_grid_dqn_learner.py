@@ -127,7 +127,8 @@ def test_the_benchmark_entry_is_grid_dqn_with_the_settings_of_its_table(
     model = build_algorithm("dqn_grid", env, 0, "cpu", {"buffer_size": 64})
     assert isinstance(model, GridDQN) and model.symmetry_augment
     assert (model.learning_rate, model.tau, model.target_update_interval) == (1e-3, 0.02, 16)
-    assert (model.exploration_fraction, model.exploration_final_eps, model.gradient_steps) == (0.1, 0.05, 4)
+    assert (model.exploration_fraction, model.exploration_final_eps, model.gradient_steps) == (0.1, 0.1, 4)
+    assert model.boltzmann_sharpness == 6.0
     extractor = model.q_net.features_extractor
     assert isinstance(extractor, GlimpseGridExtractor) and extractor.grid == GlimpseGrid()
     assert extractor.score_features.out_channels == 32
