@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from adaglimpse_env import GlimpseVectorEnv
+from agents.glimpse_canvas import GlimpseCanvas
 
 
 @dataclass
@@ -76,7 +77,12 @@ class EpisodeRecorder:
 
 
 def run_policy(
-    env: GlimpseVectorEnv, policy: Any, episodes: int, seed: int, recorder: EpisodeRecorder | None = None
+    env: GlimpseVectorEnv,
+    policy: Any,
+    episodes: int,
+    seed: int,
+    recorder: EpisodeRecorder | None = None,
+    canvas: bool = False,
 ) -> dict[str, Any]:
     """Run ``episodes`` full episodes (in batches of ``num_envs``); per-glimpse metric and final numbers.
 
@@ -87,11 +93,16 @@ def run_policy(
         episodes: how many episodes to measure.
         seed: first reset seed.
         recorder: optionally keeps scores, boxes and frames of the episodes for pictures.
+        canvas: also score the glimpse canvas of the same episodes (reconstruction envs only: the glimpses'
+            pixels drawn back with no model, :class:`agents.glimpse_canvas.GlimpseCanvas`), returned as
+            ``canvas``: its ``metric_by_glimpse`` and ``final_score``, aggregated as the model's.
     """
     task = env.task
+    drawing = GlimpseCanvas(env) if canvas else None
     metric = task.metric_name
     steps = env.num_glimpses
     per_step: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
+    canvas_per_step: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
     finals, fractions, returns, lengths = [], [], [], []
     done_episodes = 0
     while done_episodes < episodes:
@@ -100,6 +111,10 @@ def run_policy(
         observation, info = env.reset(seed=seed if done_episodes == 0 else None)
         current = info[metric].astype(np.float64)
         per_step[0].append(current.copy())
+        if drawing is not None:
+            drawing.reset()
+            drawn = drawing.rmse()
+            canvas_per_step[0].append(drawn.copy())
         total = np.zeros(env.num_envs)
         finished = np.zeros(env.num_envs, dtype=bool)
         final_score = info["score"].copy()
@@ -117,12 +132,18 @@ def run_policy(
             fraction = np.where(live, info["pixel_fraction"], fraction)
             length = np.where(live, info["num_glimpses"], length)
             per_step[step].append(current.copy())
+            if drawing is not None:
+                drawing.update()
+                drawn = np.where(live, drawing.rmse(), drawn)
+                canvas_per_step[step].append(drawn.copy())
             if recorder is not None:
                 recorder.observe(env, final_score, info["glimpse_boxes"], live)
             finished |= terminated | truncated
             if finished.all():
                 for later in range(step + 1, steps + 1):
                     per_step[later].append(current.copy())
+                    if drawing is not None:
+                        canvas_per_step[later].append(drawn.copy())
                     if recorder is not None:
                         recorder.observe(env, final_score, info["glimpse_boxes"], ~finished)
                 break
@@ -135,8 +156,16 @@ def run_policy(
         lengths.append(length[:take])
         for step in range(steps + 1):
             per_step[step][-1] = per_step[step][-1][:take]
+            if drawing is not None:
+                canvas_per_step[step][-1] = canvas_per_step[step][-1][:take]
         done_episodes += take
 
+    canvas_result = {}
+    if drawing is not None:
+        canvas_result["canvas"] = {
+            "metric_by_glimpse": [task.aggregate(np.concatenate(v)) for v in canvas_per_step],
+            "final_score": float(-np.mean(np.concatenate(canvas_per_step[-1]))),  # the env's score is -RMSE
+        }
     return {
         "episodes": done_episodes,
         "metric": metric,
@@ -145,6 +174,7 @@ def run_policy(
         "return": float(np.mean(np.concatenate(returns))),
         "pixel_fraction": float(np.mean(np.concatenate(fractions))),
         "mean_glimpses": float(np.mean(np.concatenate(lengths))),
+        **canvas_result,
     }
 
 

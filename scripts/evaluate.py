@@ -4,7 +4,9 @@ Policies: a baseline name (``random``, ``raster``, ``centre-zoom``, ``whole-firs
 scores candidate glimpses on the true image, reported as an upper bound), an SB3 zip (``sb3:<algo>:<path.zip>``),
 an exported actor (``sb3:sac:runs/sac_digits/agent.pt``), the shipped agent (``sb3:sac:embedded``), or the actor of
 an original AdaGlimpse checkpoint (``original:<path.ckpt>``). For reconstruction envs ``--mean-image`` adds the
-mean-image predictor (the per-pixel mean of the training images, no glimpse at all) as a reference row.
+mean-image predictor (the per-pixel mean of the training images, no glimpse at all) as a reference row, and
+``--canvas`` a row per policy for its glimpse canvas: the same episodes' glimpses drawn back where they were cut,
+with no model (``agents/glimpse_canvas.py``), which says what the model adds to the pixels it was given.
 
 Prints one table and writes ``<output>.csv`` and ``<output>.json``.
 
@@ -12,7 +14,7 @@ Usage::
 
     python scripts/evaluate.py --policies sb3:sac:embedded random raster whole-first greedy --episodes 200
     python scripts/evaluate.py --env-id AdaGlimpse-Photos-v0 --env-kwargs augment=true --policies random raster \
-        centre-zoom --episodes 64 --mean-image
+        centre-zoom --episodes 64 --mean-image --canvas
     python scripts/evaluate.py --env-id AdaGlimpse-ImageNet-v0 --env-kwargs data_root=/data/imagenet \\
         --policies original:adaglimpse_cls.ckpt random --episodes 1000 --device cuda
 """
@@ -65,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="where the frozen model and SB3 policies run")
     parser.add_argument("--mean-image", action="store_true", help="add the mean-image predictor (reconstruction)")
     parser.add_argument(
+        "--canvas",
+        action="store_true",
+        help="add each policy's glimpse canvas: its glimpses drawn back, no model (reconstruction)",
+    )
+    parser.add_argument(
         "--show-glimpses", type=int, nargs="+", default=None,
         help="glimpse counts shown in the table (default 0 1 2 4 8 and the budget)",
     )  # fmt: skip
@@ -94,11 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.policies:
         env = gym.make_vec(args.env_id, num_envs=args.num_envs, split=args.split, **env_kwargs)
         assert isinstance(env, GlimpseVectorEnv)
+        if args.canvas and env.task.metric_name != "rmse":
+            env.close()
+            raise SystemExit(f"--canvas needs a reconstruction env; {args.env_id} reports {env.task.metric_name}")
         image_size = env.image_size[0]
         policy = load_policy(spec, env, args.seed, args.device, trust_pickle=args.trust_pickle)
-        result = run_policy(env, policy, args.episodes, args.seed)
+        result = run_policy(env, policy, args.episodes, args.seed, canvas=args.canvas)
         label = f"{spec} (oracle: sees the image)" if spec in ORACLES else spec
+        canvas = result.pop("canvas", None)
         rows.append({"policy": label, "env_id": args.env_id, **result})
+        if canvas is not None:
+            label = f"{spec}: glimpse canvas (its glimpses drawn back, no model)"
+            rows.append({**result, **canvas, "policy": label, "env_id": args.env_id, "return": 0.0})
         env.close()
         print(f"{spec}: done ({result['episodes']} episodes)", file=sys.stderr)
     if args.mean_image:

@@ -184,6 +184,27 @@ def test_evaluate_prints_table_and_writes_files(env_args: list[str], tmp_path: P
     assert (tmp_path / "results.csv").read_text().startswith("policy,final_score")
 
 
+def test_evaluate_adds_each_policys_glimpse_canvas(env_args: list[str], tmp_path: Path, capsys) -> None:
+    args = [*env_args, "--policies", "random", "whole-first", "--episodes", "2", "--num-envs", "2", "--canvas",
+            "--output", str(tmp_path / "results")]  # fmt: skip
+    assert evaluate.main(args) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    canvas = "glimpse canvas (its glimpses drawn back, no model)"
+    assert [r["policy"] for r in rows] == ["random", f"random: {canvas}", "whole-first", f"whole-first: {canvas}"]
+    model, drawn = rows[2], rows[3]
+    assert drawn["pixel_fraction"] == model["pixel_fraction"] == 1.0  # the same episodes
+    assert drawn["metric_by_glimpse"][0] != model["metric_by_glimpse"][0]  # the mean colour, not the model
+    assert drawn["final_score"] == pytest.approx(-drawn["metric_by_glimpse"][-1], rel=0.2)
+    assert "random: glimpse canvas" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_the_canvas_on_other_tasks(tmp_path: Path) -> None:
+    args = ["--env-id", "AdaGlimpse-ClutteredDigits-Fast-v0", "--policies", "random", "--episodes", "1",
+            "--num-envs", "1", "--canvas", "--output", str(tmp_path / "results")]  # fmt: skip
+    with pytest.raises(SystemExit, match="--canvas needs a reconstruction env"):
+        evaluate.main(args)
+
+
 def test_evaluate_takes_the_split_from_env_kwargs(env_args: list[str], tmp_path: Path, capsys) -> None:
     args = [*env_args, "split=train", "--policies", "random", "--episodes", "2", "--num-envs", "2",
             "--output", str(tmp_path / "results")]  # fmt: skip
