@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from adaglimpse_env import GlimpseVectorEnv
-from agents.glimpse_canvas import GlimpseCanvas
+from agents.glimpse_canvas import CanvasScores
 
 
 @dataclass
@@ -95,14 +95,14 @@ def run_policy(
         recorder: optionally keeps scores, boxes and frames of the episodes for pictures.
         canvas: also score the glimpse canvas of the same episodes (reconstruction envs only: the glimpses'
             pixels drawn back with no model, :class:`agents.glimpse_canvas.GlimpseCanvas`), returned as
-            ``canvas``: its ``metric_by_glimpse`` and ``final_score``, aggregated as the model's.
+            ``canvas`` (:meth:`agents.glimpse_canvas.CanvasScores.summary`: its ``metric_by_glimpse`` and
+            ``final_score`` aggregated as the model's, and both on the covered pixels only).
     """
     task = env.task
-    drawing = GlimpseCanvas(env) if canvas else None
+    drawing = CanvasScores(env) if canvas else None
     metric = task.metric_name
     steps = env.num_glimpses
     per_step: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
-    canvas_per_step: list[list[np.ndarray]] = [[] for _ in range(steps + 1)]
     finals, fractions, returns, lengths = [], [], [], []
     done_episodes = 0
     while done_episodes < episodes:
@@ -112,9 +112,7 @@ def run_policy(
         current = info[metric].astype(np.float64)
         per_step[0].append(current.copy())
         if drawing is not None:
-            drawing.reset()
-            drawn = drawing.rmse()
-            canvas_per_step[0].append(drawn.copy())
+            drawing.observe(np.ones(env.num_envs, dtype=bool))
         total = np.zeros(env.num_envs)
         finished = np.zeros(env.num_envs, dtype=bool)
         final_score = info["score"].copy()
@@ -133,9 +131,7 @@ def run_policy(
             length = np.where(live, info["num_glimpses"], length)
             per_step[step].append(current.copy())
             if drawing is not None:
-                drawing.update()
-                drawn = np.where(live, drawing.rmse(), drawn)
-                canvas_per_step[step].append(drawn.copy())
+                drawing.observe(live)
             if recorder is not None:
                 recorder.observe(env, final_score, info["glimpse_boxes"], live)
             finished |= terminated | truncated
@@ -143,29 +139,24 @@ def run_policy(
                 for later in range(step + 1, steps + 1):
                     per_step[later].append(current.copy())
                     if drawing is not None:
-                        canvas_per_step[later].append(drawn.copy())
+                        drawing.observe(~finished)
                     if recorder is not None:
                         recorder.observe(env, final_score, info["glimpse_boxes"], ~finished)
                 break
         take = min(env.num_envs, episodes - done_episodes)
         if recorder is not None:
             recorder.end_round(take)
+        if drawing is not None:
+            drawing.end_round(take)
         finals.append(final_score[:take])
         fractions.append(fraction[:take])
         returns.append(total[:take])
         lengths.append(length[:take])
         for step in range(steps + 1):
             per_step[step][-1] = per_step[step][-1][:take]
-            if drawing is not None:
-                canvas_per_step[step][-1] = canvas_per_step[step][-1][:take]
         done_episodes += take
 
-    canvas_result = {}
-    if drawing is not None:
-        canvas_result["canvas"] = {
-            "metric_by_glimpse": [task.aggregate(np.concatenate(v)) for v in canvas_per_step],
-            "final_score": float(-np.mean(np.concatenate(canvas_per_step[-1]))),  # the env's score is -RMSE
-        }
+    canvas_result = {} if drawing is None else {"canvas": drawing.summary()}
     return {
         "episodes": done_episodes,
         "metric": metric,

@@ -92,3 +92,75 @@ class GlimpseCanvas:
         truth = buffers.image_pixels if buffers.image_pixels is not None else to_pixels(buffers.images.float())
         error = (self.pixels() - truth).double()
         return error.square().flatten(1).mean(dim=1).sqrt().cpu().numpy()
+
+
+class CanvasScores:
+    """The canvas's RMSE after every glimpse of :func:`agents.evaluation.run_policy`'s episodes, and, on the pixels
+    some glimpse covered, the canvas's and the model's RMSE side by side (where both had the same pixels to work
+    from: the split that says whether a model keeps what it was shown).
+
+    ``run_policy`` calls :meth:`observe` after the reset and after every step, then :meth:`end_round`, as it
+    calls :class:`~agents.evaluation.EpisodeRecorder`.
+
+    Args:
+        env: as :class:`GlimpseCanvas`.
+    """
+
+    def __init__(self, env: GlimpseVectorEnv) -> None:
+        self.canvas = GlimpseCanvas(env)
+        self.env = env
+        # Per step of the current round, per env: canvas RMSE, then summed squared errors on the covered pixels
+        # (canvas, model) and their count.
+        self._round: list[np.ndarray] = []
+        self._episodes: list[np.ndarray] = []  # per episode: (steps + 1, 4)
+
+    def observe(self, live: np.ndarray) -> None:
+        """After ``env.reset()`` (every env live) or ``env.step()``: score what each live env has drawn; an env
+        whose episode already ended keeps its last values."""
+        if self._round and not live.any():
+            self._round.append(self._round[-1])
+            return
+        env, buffers = self.env, self.env.buffers
+        if not self._round:
+            self.canvas.reset()
+        self.canvas.update()
+        canvas = self.canvas.pixels()
+        truth = buffers.image_pixels if buffers.image_pixels is not None else to_pixels(buffers.images.float())
+        predicted = env.task.prediction_images(env.model, env.prediction)
+        assert predicted is not None  # a reconstruction task (checked when the canvas was made)
+        model = to_pixels(predicted.float())
+        seen = buffers.coverage[:, None].expand_as(truth)
+        canvas_error = (canvas - truth).double().square()
+        model_error = (model - truth).double().square()
+        columns = (
+            canvas_error.flatten(1).mean(dim=1).sqrt(),
+            (canvas_error * seen).flatten(1).sum(dim=1),
+            (model_error * seen).flatten(1).sum(dim=1),
+            seen.flatten(1).sum(dim=1).double(),
+        )
+        values = torch.stack(columns, dim=1).cpu().numpy()  # (B, 4)
+        if self._round:
+            values = np.where(live[:, None], values, self._round[-1])
+        self._round.append(values)
+
+    def end_round(self, take: int) -> None:
+        """Close a round of ``num_envs`` episodes, of which the first ``take`` count."""
+        steps = np.stack(self._round, axis=1)  # (B, steps + 1, 4)
+        self._episodes.extend(steps[:take])
+        self._round = []
+
+    def summary(self) -> dict[str, list[float] | float]:
+        """``metric_by_glimpse`` (canvas RMSE, aggregated as the env's metric: global over the images),
+        ``final_score`` (its mean ``-RMSE`` per episode, as the env's score), and per glimpse the RMSE of the
+        canvas and of the model on the covered pixels only (``seen_canvas_rmse_by_glimpse``,
+        ``seen_model_rmse_by_glimpse``; 0 before the first glimpse) and the share of pixels covered."""
+        episodes = np.stack(self._episodes)  # (E, steps + 1, 4)
+        count = episodes[..., 3].sum(axis=0)
+        pixels = float(np.prod(self.env.image_size) * 3)
+        return {
+            "metric_by_glimpse": np.sqrt(np.mean(np.square(episodes[..., 0]), axis=0)).tolist(),
+            "final_score": float(-np.mean(episodes[:, -1, 0])),
+            "seen_canvas_rmse_by_glimpse": np.sqrt(episodes[..., 1].sum(axis=0) / np.maximum(count, 1)).tolist(),
+            "seen_model_rmse_by_glimpse": np.sqrt(episodes[..., 2].sum(axis=0) / np.maximum(count, 1)).tolist(),
+            "seen_share_by_glimpse": (count / (pixels * len(episodes))).tolist(),
+        }

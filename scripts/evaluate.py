@@ -53,6 +53,20 @@ def format_table(rows: list[dict[str, Any]], show: list[int]) -> str:
     return "\n".join(lines)
 
 
+def format_seen_table(rows: list[dict[str, Any]], show: list[int]) -> str:
+    """Model and canvas RMSE on the pixels the glimpses covered, one line per policy run with ``--canvas``."""
+    header = ["policy", "covered share", *[f"model / canvas @{k}" for k in show if k > 0]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        if "seen_canvas_rmse_by_glimpse" not in row:
+            continue
+        model, canvas = row["seen_model_rmse_by_glimpse"], row["seen_canvas_rmse_by_glimpse"]
+        cells = [row["policy"].split(":")[0], f"{row['seen_share_by_glimpse'][-1]:.3f}"]
+        cells += [f"{model[k]:.2f} / {canvas[k]:.2f}" for k in show if 0 < k < len(model)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default=DEFAULT_ENV_ID, help=f"registered env id (default: {DEFAULT_ENV_ID})")
@@ -127,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         })  # fmt: skip
     print(f"\n{args.env_id}, {args.split} split, {args.episodes} episodes, seed {args.seed}\n")
     budget = len(rows[0]["metric_by_glimpse"]) - 1
-    print(format_table(rows, args.show_glimpses or sorted({0, 1, 2, 4, 8, budget} & set(range(budget + 1)))))
+    show = args.show_glimpses or sorted({0, 1, 2, 4, 8, budget} & set(range(budget + 1)))
+    print(format_table(rows, show))
+    if args.canvas:
+        print("\nRMSE on the pixels some glimpse covered (the same pixels for the model and its glimpse canvas):\n")
+        print(format_seen_table(rows, show))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(rows, indent=2) + "\n")
     with csv_path.open("w", newline="") as handle:

@@ -336,6 +336,15 @@ class GlimpseVectorEnv(VectorEnv):
         return self.episode.grid_size
 
     @property
+    def prediction(self) -> torch.Tensor:
+        """The task head's output for the current glimpses, on the env's device (what ``render()`` draws): for
+        reconstruction ``(B, G, p*p*3)`` normalised-pixel patches, ``task.prediction_images(model, prediction)``
+        the images. Read-only: the env's next step replaces it."""
+        if self._prediction is None:
+            raise RuntimeError("GlimpseVectorEnv.prediction requires reset() to be called first")
+        return self._prediction
+
+    @property
     def num_skipped_images(self) -> int:
         """Unreadable files skipped so far (each also gave one warning)."""
         return self.stream.num_skipped

@@ -113,6 +113,12 @@ def test_run_policy_scores_the_canvas_of_its_own_episodes(tiny_folder: Path, tin
     assert all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(drawn))  # tiles never overlap
     assert drawn[-1] < 1e-3 and result["canvas"]["final_score"] > -1e-3  # every pixel seen at full resolution
     assert result["metric_by_glimpse"][-1] > 1.0  # the tiny model does not reproduce them
+    # On the covered pixels only: the share grows by one tile a glimpse; the canvas is exact there, and once
+    # everything is covered the model's covered-pixel RMSE is its RMSE.
+    np.testing.assert_allclose(result["canvas"]["seen_share_by_glimpse"], np.arange(50) / 49, atol=1e-12)
+    assert max(result["canvas"]["seen_canvas_rmse_by_glimpse"]) < 1e-3
+    seen_model = result["canvas"]["seen_model_rmse_by_glimpse"]
+    assert seen_model[0] == 0.0 and seen_model[-1] == pytest.approx(result["metric_by_glimpse"][-1], rel=1e-5)
     env.close()
 
 

@@ -195,7 +195,10 @@ def test_evaluate_adds_each_policys_glimpse_canvas(env_args: list[str], tmp_path
     assert drawn["pixel_fraction"] == model["pixel_fraction"] == 1.0  # the same episodes
     assert drawn["metric_by_glimpse"][0] != model["metric_by_glimpse"][0]  # the mean colour, not the model
     assert drawn["final_score"] == pytest.approx(-drawn["metric_by_glimpse"][-1], rel=0.2)
-    assert "random: glimpse canvas" in capsys.readouterr().out
+    assert len(drawn["seen_model_rmse_by_glimpse"]) == 3 and drawn["seen_share_by_glimpse"][-1] == 1.0
+    assert drawn["seen_canvas_rmse_by_glimpse"][-1] == pytest.approx(drawn["metric_by_glimpse"][-1], rel=1e-6)
+    out = capsys.readouterr().out
+    assert "random: glimpse canvas" in out and "| whole-first | 1.000 |" in out
 
 
 def test_evaluate_refuses_the_canvas_on_other_tasks(tmp_path: Path) -> None:
