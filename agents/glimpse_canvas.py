@@ -9,14 +9,17 @@ it was given; and the canvas's ratio between two image sets measures how much ha
 that reconstructs from glimpses of that resolution, with no training involved.
 
 The drawing is the ``map`` observation's (:class:`~adaglimpse_env.envs.glimpse_map.GlimpseMap`) at one map pixel
-per image pixel: the same pixels a map-reading agent sees, at full resolution.
+per image pixel: the same pixels a map-reading agent sees, at full resolution. That costs memory the 64-pixel map
+does not: each step samples every new cell over the whole ``H x W`` canvas (about 0.8 MB per cell at 224 px, so
+about 200 MB for a step of 64 envs with 2x2 glimpses), which is why it is an evaluation tool, not an observation.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium.vector import AutoresetMode
 
 from adaglimpse_env import GlimpseVectorEnv
@@ -51,8 +54,8 @@ class GlimpseCanvas:
                 "already replaced for finished envs; make the env with autoreset_mode='next_step' (the default)"
             )
         self.env = env
-        height, width = env.image_size
-        self._map = GlimpseMap(env.num_envs, max(height, width), (height, width), env.device)
+        side = env.image_size[0]  # the env's images are square (it refuses other models)
+        self._map = GlimpseMap(env.num_envs, side, env.image_size, env.device)
         self._drawn = np.zeros(env.num_envs, dtype=np.int64)  # glimpses drawn so far, per env
 
     def reset(self) -> None:
@@ -81,23 +84,28 @@ class GlimpseCanvas:
 
     def pixels(self) -> torch.Tensor:
         """``(B, 3, H, W)`` the canvases on the 0-255 scale."""
-        canvas = self._map.pixels
-        if tuple(canvas.shape[-2:]) != tuple(self.env.image_size):  # the map is square; stretch it back
-            canvas = F.interpolate(canvas, size=self.env.image_size, mode="bilinear", align_corners=False)
-        return to_pixels(canvas)
+        return to_pixels(self._map.pixels)
+
+    def squared_errors(self) -> torch.Tensor:
+        """``(B, 3, H, W)`` float64 squared error of each canvas against its image, on the 0-255 scale."""
+        return (self.pixels() - image_pixels(self.env)).double().square()
 
     def rmse(self) -> np.ndarray:
-        """``(B,)`` float64 RMSE of each env's canvas against its image, on the 0-255 scale."""
-        buffers = self.env.buffers
-        truth = buffers.image_pixels if buffers.image_pixels is not None else to_pixels(buffers.images.float())
-        error = (self.pixels() - truth).double()
-        return error.square().flatten(1).mean(dim=1).sqrt().cpu().numpy()
+        """``(B,)`` float64 RMSE of each env's canvas against its image, on the 0-255 scale (the env's metric)."""
+        return self.squared_errors().flatten(1).mean(dim=1).sqrt().cpu().numpy()
+
+
+def image_pixels(env: GlimpseVectorEnv) -> torch.Tensor:
+    """``(B, 3, H, W)`` the env's current images on the 0-255 scale, as its reconstruction score reads them."""
+    buffers = env.buffers
+    return buffers.image_pixels if buffers.image_pixels is not None else to_pixels(buffers.images.float())
 
 
 class CanvasScores:
-    """The canvas's RMSE after every glimpse of :func:`agents.evaluation.run_policy`'s episodes, and, on the pixels
-    some glimpse covered, the canvas's and the model's RMSE side by side (where both had the same pixels to work
-    from: the split that says whether a model keeps what it was shown).
+    """The canvas's RMSE after every glimpse of :func:`agents.evaluation.run_policy`'s episodes.
+
+    Also, on the pixels some glimpse covered, the canvas's and the model's RMSE side by side: there both had the
+    same pixels to work from, so the pair says whether a model keeps what it was shown.
 
     ``run_policy`` calls :meth:`observe` after the reset and after every step, then :meth:`end_round`, as it
     calls :class:`~agents.evaluation.EpisodeRecorder`.
@@ -116,7 +124,11 @@ class CanvasScores:
 
     def observe(self, live: np.ndarray) -> None:
         """After ``env.reset()`` (every env live) or ``env.step()``: score what each live env has drawn; an env
-        whose episode already ended keeps its last values."""
+        whose episode already ended keeps its last values.
+
+        Args:
+            live: ``(B,)`` bool, the envs whose episode is still running (all of them after a reset).
+        """
         if self._round and not live.any():
             self._round.append(self._round[-1])
             return
@@ -124,14 +136,11 @@ class CanvasScores:
         if not self._round:
             self.canvas.reset()
         self.canvas.update()
-        canvas = self.canvas.pixels()
-        truth = buffers.image_pixels if buffers.image_pixels is not None else to_pixels(buffers.images.float())
+        canvas_error = self.canvas.squared_errors()
         predicted = env.task.prediction_images(env.model, env.prediction)
         assert predicted is not None  # a reconstruction task (checked when the canvas was made)
-        model = to_pixels(predicted.float())
-        seen = buffers.coverage[:, None].expand_as(truth)
-        canvas_error = (canvas - truth).double().square()
-        model_error = (model - truth).double().square()
+        model_error = (to_pixels(predicted.float()) - image_pixels(env)).double().square()
+        seen = buffers.coverage[:, None].expand_as(canvas_error)
         columns = (
             canvas_error.flatten(1).mean(dim=1).sqrt(),
             (canvas_error * seen).flatten(1).sum(dim=1),
@@ -144,23 +153,40 @@ class CanvasScores:
         self._round.append(values)
 
     def end_round(self, take: int) -> None:
-        """Close a round of ``num_envs`` episodes, of which the first ``take`` count."""
+        """Close a round of ``num_envs`` episodes.
+
+        Args:
+            take: how many of them count (the first ``take``; the last round may need fewer than ``num_envs``).
+        """
         steps = np.stack(self._round, axis=1)  # (B, steps + 1, 4)
         self._episodes.extend(steps[:take])
         self._round = []
 
-    def summary(self) -> dict[str, list[float] | float]:
-        """``metric_by_glimpse`` (canvas RMSE, aggregated as the env's metric: global over the images),
-        ``final_score`` (its mean ``-RMSE`` per episode, as the env's score), and per glimpse the RMSE of the
-        canvas and of the model on the covered pixels only (``seen_canvas_rmse_by_glimpse``,
-        ``seen_model_rmse_by_glimpse``; 0 before the first glimpse) and the share of pixels covered."""
+    def summary(self) -> dict[str, Any]:
+        """What was measured, over every episode closed so far.
+
+        Returns:
+            ``metric_by_glimpse``: the canvas's RMSE after 0, 1, ... glimpses, aggregated as the env's metric
+            (``task.aggregate``: global over the images); ``final_score``: its mean ``-RMSE`` per episode, as the
+            env scores; ``seen_canvas_rmse_by_glimpse`` and ``seen_model_rmse_by_glimpse``: the canvas's and the
+            model's RMSE on the covered pixels only, pooled over the episodes (``None`` before the first glimpse,
+            when nothing is covered); ``seen_share_by_glimpse``: the share of pixels covered.
+        """
         episodes = np.stack(self._episodes)  # (E, steps + 1, 4)
         count = episodes[..., 3].sum(axis=0)
         pixels = float(np.prod(self.env.image_size) * 3)
+
+        def on_seen(column: int) -> list[float | None]:
+            return [
+                float(np.sqrt(error / n)) if n > 0 else None
+                for error, n in zip(episodes[..., column].sum(axis=0), count, strict=True)
+            ]
+
+        aggregate = self.env.task.aggregate
         return {
-            "metric_by_glimpse": np.sqrt(np.mean(np.square(episodes[..., 0]), axis=0)).tolist(),
+            "metric_by_glimpse": [aggregate(episodes[:, step, 0]) for step in range(episodes.shape[1])],
             "final_score": float(-np.mean(episodes[:, -1, 0])),
-            "seen_canvas_rmse_by_glimpse": np.sqrt(episodes[..., 1].sum(axis=0) / np.maximum(count, 1)).tolist(),
-            "seen_model_rmse_by_glimpse": np.sqrt(episodes[..., 2].sum(axis=0) / np.maximum(count, 1)).tolist(),
+            "seen_canvas_rmse_by_glimpse": on_seen(1),
+            "seen_model_rmse_by_glimpse": on_seen(2),
             "seen_share_by_glimpse": (count / (pixels * len(episodes))).tolist(),
         }

@@ -39,6 +39,7 @@ from agents.policies import POLICY_SPEC_HELP, load_policy
 from agents.sb3_files import SB3FileError
 
 DEFAULT_ENV_ID = "AdaGlimpse-ClutteredDigits-v0"
+CANVAS_LABEL = "glimpse canvas (its glimpses drawn back, no model)"
 
 
 def format_table(rows: list[dict[str, Any]], show: list[int]) -> str:
@@ -56,13 +57,14 @@ def format_table(rows: list[dict[str, Any]], show: list[int]) -> str:
 def format_seen_table(rows: list[dict[str, Any]], show: list[int]) -> str:
     """Model and canvas RMSE on the pixels the glimpses covered, one line per policy run with ``--canvas``."""
     header = ["policy", "covered share", *[f"model / canvas @{k}" for k in show if k > 0]]
+    suffix = f": {CANVAS_LABEL}"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         if "seen_canvas_rmse_by_glimpse" not in row:
             continue
         model, canvas = row["seen_model_rmse_by_glimpse"], row["seen_canvas_rmse_by_glimpse"]
-        cells = [row["policy"].split(":")[0], f"{row['seen_share_by_glimpse'][-1]:.3f}"]
-        cells += [f"{model[k]:.2f} / {canvas[k]:.2f}" for k in show if 0 < k < len(model)]
+        cells = [row["policy"].removesuffix(suffix), f"{row['seen_share_by_glimpse'][-1]:.3f}"]
+        cells += [f"{model[k]:.2f} / {canvas[k]:.2f}" if k < len(model) else "" for k in show if k > 0]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -83,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--canvas",
         action="store_true",
-        help="add each policy's glimpse canvas: its glimpses drawn back, no model (reconstruction)",
+        help="add each policy's glimpse canvas: its glimpses drawn back, no model (reconstruction; a full-size "
+        "canvas per env: about 200 MB more per step at 64 envs)",
     )
     parser.add_argument(
         "--show-glimpses", type=int, nargs="+", default=None,
@@ -125,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         canvas = result.pop("canvas", None)
         rows.append({"policy": label, "env_id": args.env_id, **result})
         if canvas is not None:
-            label = f"{spec}: glimpse canvas (its glimpses drawn back, no model)"
-            rows.append({**result, **canvas, "policy": label, "env_id": args.env_id, "return": 0.0})
+            rows.append(
+                {**result, **canvas, "policy": f"{spec}: {CANVAS_LABEL}", "env_id": args.env_id, "return": None}
+            )
         env.close()
         print(f"{spec}: done ({result['episodes']} episodes)", file=sys.stderr)
     if args.mean_image:

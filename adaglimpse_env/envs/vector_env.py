@@ -339,7 +339,8 @@ class GlimpseVectorEnv(VectorEnv):
     def prediction(self) -> torch.Tensor:
         """The task head's output for the current glimpses, on the env's device (what ``render()`` draws): for
         reconstruction ``(B, G, p*p*3)`` normalised-pixel patches, ``task.prediction_images(model, prediction)``
-        the images. Read-only: the env's next step replaces it."""
+        the images. The env's own tensor (after a reset, an expanded view of one cached output): clone it before
+        changing it in place; the next step replaces it."""
         if self._prediction is None:
             raise RuntimeError("GlimpseVectorEnv.prediction requires reset() to be called first")
         return self._prediction

@@ -107,7 +107,7 @@ class NativeTiles:
 
 def test_run_policy_scores_the_canvas_of_its_own_episodes(tiny_folder: Path, tiny_checkpoint: Path) -> None:
     env = make_env(tiny_folder, tiny_checkpoint, num_glimpses=49)
-    result = run_policy(env.unwrapped, NativeTiles(), episodes=3, seed=0, canvas=True)
+    result = run_policy(env.unwrapped, NativeTiles(), episodes=2, seed=0, canvas=True)
     drawn = result["canvas"]["metric_by_glimpse"]
     assert len(drawn) == 50 and drawn[0] > 20.0
     assert all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(drawn))  # tiles never overlap
@@ -116,9 +116,13 @@ def test_run_policy_scores_the_canvas_of_its_own_episodes(tiny_folder: Path, tin
     # On the covered pixels only: the share grows by one tile a glimpse; the canvas is exact there, and once
     # everything is covered the model's covered-pixel RMSE is its RMSE.
     np.testing.assert_allclose(result["canvas"]["seen_share_by_glimpse"], np.arange(50) / 49, atol=1e-12)
-    assert max(result["canvas"]["seen_canvas_rmse_by_glimpse"]) < 1e-3
-    seen_model = result["canvas"]["seen_model_rmse_by_glimpse"]
-    assert seen_model[0] == 0.0 and seen_model[-1] == pytest.approx(result["metric_by_glimpse"][-1], rel=1e-5)
+    seen_canvas, seen_model = (
+        result["canvas"]["seen_canvas_rmse_by_glimpse"],
+        result["canvas"]["seen_model_rmse_by_glimpse"],
+    )
+    assert seen_canvas[0] is None and seen_model[0] is None  # nothing covered yet
+    assert max(seen_canvas[1:]) < 1e-3
+    assert seen_model[-1] == pytest.approx(result["metric_by_glimpse"][-1], rel=1e-5)
     env.close()
 
 
@@ -130,4 +134,44 @@ def test_canvas_refuses_other_tasks_and_same_step_autoreset(tiny_folder: Path, t
     env = make_env(tiny_folder, tiny_checkpoint, autoreset_mode="same_step")
     with pytest.raises(ValueError, match="autoreset_mode='next_step'"):
         GlimpseCanvas(env.unwrapped)
+    env.close()
+
+
+def test_the_canvas_follows_early_stops_and_restarts(tiny_folder: Path, tiny_checkpoint: Path) -> None:
+    """Drawn step by step, the canvas equals one drawn from scratch from the env's current glimpses, while one env
+    stops early, restarts on a new image and runs a glimpse count apart from the other."""
+    probe = make_env(tiny_folder, tiny_checkpoint, num_glimpses=3)
+    probe.reset(seed=0)
+    *_, info = probe.step(box_action(0, 0, 224))
+    probe.close()
+    low, high = sorted(info["score"])
+    assert low < high
+    env = make_env(tiny_folder, tiny_checkpoint, num_glimpses=3, early_stop_threshold=float(low + high) / 2)
+    env.reset(seed=0)
+    canvas = GlimpseCanvas(env.unwrapped)
+    canvas.reset()
+    rng = np.random.default_rng(0)
+    counts_differed = False
+    for step in range(7):
+        action = box_action(0, 0, 224) if step == 0 else rng.uniform(-1, 1, (2, 3)).astype(np.float32)
+        *_, info = env.step(action)
+        canvas.update()
+        fresh = GlimpseCanvas(env.unwrapped)
+        fresh.reset()
+        fresh.update()
+        torch.testing.assert_close(canvas.pixels(), fresh.pixels(), atol=0, rtol=0)
+        counts_differed |= info["num_glimpses"][0] != info["num_glimpses"][1]
+    assert counts_differed
+    env.close()
+
+
+def test_the_env_exposes_the_prediction_it_scored(tiny_folder: Path, tiny_checkpoint: Path) -> None:
+    env = make_env(tiny_folder, tiny_checkpoint).unwrapped
+    with pytest.raises(RuntimeError, match="requires reset"):
+        _ = env.prediction
+    env.reset(seed=0)
+    *_, info = env.step(box_action(64, 32, 64))
+    images = env.task.prediction_images(env.model, env.prediction)
+    rmse = (to_pixels(images.float()) - env.buffers.image_pixels).double().square().flatten(1).mean(dim=1).sqrt()
+    np.testing.assert_allclose(rmse.numpy(), info["rmse"], rtol=1e-5)
     env.close()
