@@ -65,6 +65,9 @@ class PretrainConfig:
         val_dataset: held-out image source (default: the training one's val split).
         val_data_root: its data folder.
         init_checkpoint: checkpoint to start from.
+        freeze_encoder: train only what follows the encoder (decoder and heads): the encoder's weights (token
+            embedding, cls token, blocks, final norm) stay as initialised, e.g. a decoder fine-tune on top of
+            ``init_checkpoint``'s encoder.
         teacher: distillation teacher name.
         teacher_checkpoint: the teacher's checkpoint.
         steps: optimiser steps.
@@ -113,6 +116,7 @@ class PretrainConfig:
     val_dataset: str | None = None
     val_data_root: str | None = None
     init_checkpoint: str | None = None
+    freeze_encoder: bool = False
     teacher: str | None = None
     teacher_checkpoint: str | None = None
     steps: int = 2000
@@ -251,7 +255,9 @@ class TaskLoss(torch.nn.Module):
         self._teacher = (teacher,)
 
     def forward(self, patches: torch.Tensor, boxes: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        latent = self.model.forward_encoder(patches, boxes).latent
+        # A frozen encoder needs no graph: its forward runs without autograd (about a third of a step's work).
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
+            latent = self.model.forward_encoder(patches, boxes).latent
         return task_loss(self.model, self.config, batch, latent, self._teacher[0])
 
 
@@ -377,7 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(matching, strict=False)
         if is_main:
             print(f"initialised {len(matching)}/{len(own)} tensors from {config.init_checkpoint}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.freeze_encoder:
+        for parameter in model.encoder_parameters():
+            parameter.requires_grad_(False)
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     step, elapsed = 0, 0.0
     if config.resume and state_path.exists():
         state = safe_torch_load(state_path)

@@ -14,6 +14,7 @@ Stages, as in timm and MAE:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, cast
 
@@ -196,6 +197,12 @@ class ElasticMAE(nn.Module):
             nn.init.normal_(self.mask_token, std=0.02)
 
     # ------------------------------------------------------------------------------------------------- encoder
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters :meth:`forward_encoder` uses: token embedding, cls token, blocks and final norm."""
+        for part in (self.patch_embed, self.blocks, self.norm):
+            yield from part.parameters()
+        yield self.cls_token
+
     def forward_encoder(
         self,
         patches: torch.Tensor,

@@ -137,6 +137,23 @@ def test_segmentation_from_masks_with_encoder_from_reconstruction(folder: Path, 
     assert (create_model("tiny", "segmentation").blocks[0].attn.qkv.weight - start).abs().max() > 0.05
 
 
+def test_freeze_encoder_trains_only_the_decoder(folder: Path, tmp_path: Path) -> None:
+    assert pretrain_mae.main(base_args(folder, tmp_path / "start", 2)) == 0
+    start = load_model(tmp_path / "start" / "model.pt").model
+    args = [*base_args(folder, tmp_path / "decoder", 6), "--init-checkpoint", str(tmp_path / "start" / "model.pt"),
+            "--freeze-encoder"]  # fmt: skip
+    assert pretrain_mae.main(args) == 0
+    tuned = load_model(tmp_path / "decoder" / "model.pt").model
+    for before, after in zip(start.encoder_parameters(), tuned.encoder_parameters(), strict=True):
+        assert torch.equal(before, after)  # float16 both ways: bit for bit
+    assert (tuned.decoder_pred.weight - start.decoder_pred.weight).abs().max() > 1e-3
+    assert (tuned.decoder_blocks[0].attn.qkv.weight - start.decoder_blocks[0].attn.qkv.weight).abs().max() > 1e-3
+    names = {name for name, _ in start.named_parameters()}
+    encoder = {id(parameter) for parameter in start.encoder_parameters()}
+    trained = {name for name, parameter in start.named_parameters() if id(parameter) not in encoder}
+    assert trained == {name for name in names if name.startswith(("decoder_", "mask_token", "head."))}
+
+
 def test_sources_are_built_with_the_configured_transforms(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
