@@ -133,7 +133,7 @@ def probe(
     }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-id", default="AdaGlimpse-Photos-v0", help="a reconstruction id")
     parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="extra gym.make kwargs")
@@ -143,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ridge", type=float, default=0.1, help="ridge penalty of the linear probe")
     parser.add_argument("--seed", type=int, default=0, help="seed of the images' crops and the glimpses")
     parser.add_argument("--output", type=Path, default=None, help="also write the result as JSON here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     env_kwargs = {"augment": True, **parse_key_values(args.env_kwargs)}
     result = probe(args.env_id, env_kwargs, args.train_images, args.val_images, args.glimpses_per_image,
                    args.ridge, args.seed)  # fmt: skip
