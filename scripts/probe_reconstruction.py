@@ -110,11 +110,15 @@ def probe(
     model.eval()
     train = encode_glimpses(model, task, read("train", train_images), per_image, seed)
     val = encode_glimpses(model, task, read(env_kwargs.get("split", "val"), val_images), per_image, seed + 1)
-    features = torch.cat((train["latent"], torch.ones(len(train["latent"]), 1, dtype=torch.float64)), dim=1)
+
+    def with_bias(latent: torch.Tensor) -> torch.Tensor:
+        return torch.cat((latent, torch.ones(len(latent), 1, dtype=torch.float64)), dim=1)  # (N, D + 1)
+
+    features = with_bias(train["latent"])
     weights = torch.linalg.solve(
         features.T @ features + ridge * torch.eye(features.shape[1], dtype=torch.float64), features.T @ train["patch"]
     )
-    val_features = torch.cat((val["latent"], torch.ones(len(val["latent"]), 1, dtype=torch.float64)), dim=1)
+    val_features = with_bias(val["latent"])
     patches = val["patch"]
     mean_colour = patches.reshape(len(patches), -1, 3).mean(dim=1, keepdim=True).expand(-1, PATCH_SIZE**2, -1)
     centre = train["patch"].mean(dim=0)
